@@ -1,0 +1,1 @@
+"""Edge files in, dataset directories out: readers, dictionaries, the importer, the dataset layout."""

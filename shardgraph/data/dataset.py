@@ -1,0 +1,221 @@
+"""The dataset directory written by `shardgraph import`, and read by everything after it.
+
+    DATASET/
+      manifest.json                      format version, counts, checksums
+      entities/<type>/part_<p>.txt       the ids of partition p, one per line; line k = local id k
+      edges/<split>/bucket_<i>_<j>.npy   (N, 3) int32 rows (lhs local id, relation id, rhs local id)
+                                         of the edges from lhs partition i to rhs partition j
+
+Edge files are plain .npy, memory-mappable with np.load(mmap_mode="r").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shardgraph.errors import DatasetError
+from shardgraph.utils.npy import file_checksum, payload_checksum
+
+FORMAT = "shardgraph-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "valid", "test")
+EDGE_DTYPE = np.int32
+LHS, REL, RHS = 0, 1, 2
+
+
+def dictionary_file(entity_type: str, partition: int) -> str:
+    return f"entities/{entity_type}/part_{partition}.txt"
+
+
+def bucket_file(split: str, lhs_partition: int, rhs_partition: int) -> str:
+    return f"edges/{split}/bucket_{lhs_partition}_{rhs_partition}.npy"
+
+
+@dataclass(frozen=True)
+class EntityTypeInfo:
+    name: str
+    partitions: int
+    partition_counts: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return sum(self.partition_counts)
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Global id of the first entity of each partition: global = offsets[p] + local."""
+        return np.concatenate([[0], np.cumsum(self.partition_counts)]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RelationInfo:
+    name: str
+    lhs: str
+    rhs: str
+    edges: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    lhs: int
+    rhs: int
+    edges: int
+    file: str
+    checksum: str
+
+
+class Dataset:
+    """A read-only view of an imported dataset directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise DatasetError(f"Dataset directory {self.path} does not exist; create it with `shardgraph import`.")
+        if not manifest_path.is_file():
+            raise DatasetError(f"{self.path} is not a shardgraph dataset (no {MANIFEST}); "
+                               "create it with `shardgraph import`.")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{manifest_path} is corrupt: {exc}") from None
+        if self.manifest.get("format") != FORMAT:
+            raise DatasetError(f"{manifest_path} is not a shardgraph dataset manifest.")
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DatasetError(f"{self.path} has dataset format version {version}; this shardgraph reads version "
+                               f"{FORMAT_VERSION}. Re-import the edges with this version.")
+        self.entity_types = {
+            name: EntityTypeInfo(name, info["partitions"], tuple(info["partition_counts"]))
+            for name, info in self.manifest["entity_types"].items()
+        }
+        self.relations = [
+            RelationInfo(r["name"], r["lhs"], r["rhs"], dict(r["edges"])) for r in self.manifest["relations"]
+        ]
+        self.num_partitions: int = self.manifest["num_partitions"]
+
+    # ------------------------------------------------------------------ schema
+    @cached_property
+    def relation_index(self) -> dict[str, int]:
+        return {r.name: i for i, r in enumerate(self.relations)}
+
+    @property
+    def relations_declared(self) -> bool:
+        return bool(self.manifest.get("relations_declared"))
+
+    def edge_count(self, split: str) -> int:
+        return int(self.manifest["splits"].get(split, {}).get("edges", 0))
+
+    def partitions_of(self, entity_type: str) -> int:
+        return self.entity_types[entity_type].partitions
+
+    # ------------------------------------------------------------------ edges
+    def buckets(self, split: str) -> list[BucketInfo]:
+        """Non-empty buckets of a split."""
+        return [BucketInfo(b["lhs"], b["rhs"], b["edges"], b["file"], b["xxh3"])
+                for b in self.manifest["splits"].get(split, {}).get("buckets", [])]
+
+    def bucket(self, split: str, lhs_partition: int, rhs_partition: int) -> BucketInfo | None:
+        for b in self.buckets(split):
+            if b.lhs == lhs_partition and b.rhs == rhs_partition:
+                return b
+        return None
+
+    def bucket_edges(self, split: str, lhs_partition: int, rhs_partition: int) -> np.ndarray:
+        """(N, 3) int32 memory map of (lhs local id, relation id, rhs local id); empty if no edges."""
+        info = self.bucket(split, lhs_partition, rhs_partition)
+        if info is None:
+            return np.zeros((0, 3), dtype=EDGE_DTYPE)
+        return self._load_edges(info)
+
+    def _load_edges(self, info: BucketInfo) -> np.ndarray:
+        path = self.path / info.file
+        try:
+            edges = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path} cannot be read: {exc}") from None
+        if edges.shape != (info.edges, 3):
+            raise DatasetError(f"{path} holds {edges.shape} edges; the manifest says ({info.edges}, 3). "
+                               "The dataset is corrupt: re-import it.")
+        return edges
+
+    def iter_edges(self, split: str) -> Iterator[tuple[BucketInfo, np.ndarray]]:
+        for info in self.buckets(split):
+            yield info, self._load_edges(info)
+
+    def global_edges(self, split: str) -> np.ndarray:
+        """All edges of a split as (N, 3) int64 rows (lhs global id, relation id, rhs global id).
+
+        Global ids are per entity type: offsets[partition] + local id.
+        """
+        parts = []
+        lhs_type_of = np.array([self._type_index(r.lhs) for r in self.relations], dtype=np.int64)
+        rhs_type_of = np.array([self._type_index(r.rhs) for r in self.relations], dtype=np.int64)
+        type_list = list(self.entity_types.values())
+        for info, edges in self.iter_edges(split):
+            rows = np.asarray(edges, dtype=np.int64).copy()
+            rel = rows[:, REL]
+            rows[:, LHS] += _offset_for(type_list, lhs_type_of[rel], info.lhs)
+            rows[:, RHS] += _offset_for(type_list, rhs_type_of[rel], info.rhs)
+            parts.append(rows)
+        if not parts:
+            return np.zeros((0, 3), dtype=np.int64)
+        return np.concatenate(parts)
+
+    def _type_index(self, name: str) -> int:
+        return list(self.entity_types).index(name)
+
+    # ------------------------------------------------------------------ dictionaries
+    def entity_names(self, entity_type: str, partition: int) -> list[str]:
+        """The string ids of one partition, in local id order."""
+        path = self.path / dictionary_file(entity_type, partition)
+        text = path.read_text(encoding="utf-8")
+        names = text.split("\n")
+        if names and names[-1] == "":
+            names.pop()
+        expected = self.entity_types[entity_type].partition_counts[partition]
+        if len(names) != expected:
+            raise DatasetError(f"{path} has {len(names)} ids; the manifest says {expected}. The dataset is corrupt.")
+        return names
+
+    def all_entity_names(self, entity_type: str) -> list[str]:
+        """String ids of a type in global id order."""
+        names: list[str] = []
+        for p in range(self.entity_types[entity_type].partitions):
+            names.extend(self.entity_names(entity_type, p))
+        return names
+
+    # ------------------------------------------------------------------ integrity
+    def verify(self) -> None:
+        """Check every file against the checksums of the manifest."""
+        for entry in self.manifest.get("dictionaries", []):
+            path = self.path / entry["file"]
+            if not path.is_file() or file_checksum(path) != entry["xxh3"]:
+                raise DatasetError(f"{path} is missing or does not match its checksum; re-import the dataset.")
+        for split in SPLITS:
+            for info in self.buckets(split):
+                if payload_checksum(np.asarray(self._load_edges(info))) != info.checksum:
+                    raise DatasetError(f"{self.path / info.file} does not match its checksum; re-import the dataset.")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "entities": sum(t.count for t in self.entity_types.values()),
+            "relations": len(self.relations),
+            "edges": {split: self.edge_count(split) for split in SPLITS},
+            "partitions": self.num_partitions,
+        }
+
+
+def _offset_for(types: list[EntityTypeInfo], type_index: np.ndarray, partition: int) -> np.ndarray:
+    """Global offset of `partition` for each row's entity type (partition 0 for unpartitioned types)."""
+    offsets = np.array([t.offsets[partition if t.partitions > 1 else 0] for t in types], dtype=np.int64)
+    return offsets[type_index]

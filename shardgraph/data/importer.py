@@ -1,0 +1,422 @@
+"""Streaming import: edge files -> a dataset directory of P×P edge buckets.
+
+One pass over the files, block by block. Each new string id gets the next dense id of
+its entity type; entity g of a type with P partitions lives in partition g % P at local
+id g // P (round robin: partitions are balanced to within one entity, and both are known
+the moment an id is first seen, so no second pass is needed). New ids are appended to
+the dictionary file of their partition as they appear; edges are appended to the .npy
+file of their bucket. Memory is bounded by the dictionaries (~40 bytes per entity) and
+the read block, never by the number of edges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from tqdm.auto import tqdm
+
+from shardgraph import __version__
+from shardgraph.config import Config, EntityConfig, RelationConfig, load_config
+from shardgraph.data.dataset import EDGE_DTYPE, FORMAT, FORMAT_VERSION, MANIFEST, bucket_file, dictionary_file
+from shardgraph.data.dictionary import StringIdTable
+from shardgraph.data.reader import EdgeBlock, EdgeFileReader
+from shardgraph.errors import ConfigError, InputError
+from shardgraph.utils.atomic import atomic_directory
+from shardgraph.utils.memory import peak_rss_mb
+from shardgraph.utils.npy import NpyAppender
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RELATION = "edge"  # name of the single relation of two-column files
+MAX_LOCAL_ID = np.iinfo(EDGE_DTYPE).max
+
+
+@dataclass
+class ImportSummary:
+    """What an import produced; `to_dict()` is the `--json` line."""
+
+    path: str
+    entities: int
+    relations: int
+    edges: dict[str, int]
+    partitions: int
+    seconds: float
+    peak_rss_mb: float
+    unseen_entities: dict[str, int] = field(default_factory=dict)
+    dropped_edges: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        edges = " / ".join(f"{self.edges.get(s, 0):,}" for s in ("train", "valid", "test"))
+        text = (f"imported {self.entities:,} entities, {self.relations:,} relations, {edges} train/valid/test "
+                f"edges into {self.partitions} partition(s) in {self.seconds:.1f} s "
+                f"(peak {self.peak_rss_mb:.0f} MiB) -> {self.path}")
+        unseen = sum(self.unseen_entities.values())
+        if unseen:
+            text += f"; {unseen:,} entities seen only in valid/test"
+        dropped = sum(self.dropped_edges.values())
+        if dropped:
+            text += f", {dropped:,} of their edges dropped"
+        return text
+
+
+class _EntityType:
+    """Import-time state of one entity type: its id table and dictionary files."""
+
+    def __init__(self, name: str, partitions: int, root: Path) -> None:
+        self.name = name
+        self.partitions = partitions
+        self.table = StringIdTable()
+        self.unseen_table = StringIdTable(16)  # distinct ids dropped by --unseen drop
+        self.unseen = 0
+        self.files = [root / dictionary_file(name, p) for p in range(partitions)]
+        self.hashers = [xxhash.xxh3_64() for _ in range(partitions)]
+        for path in self.files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+    def partition_counts(self) -> list[int]:
+        n, p = self.table.count, self.partitions
+        return [n // p + (1 if i < n % p else 0) for i in range(p)]
+
+    def add_names(self, names: pa.Array, first_id: int) -> None:
+        """Append new ids (with dense ids first_id, first_id + 1, ...) to their partitions' files."""
+        n = len(names)
+        for partition in range(self.partitions):
+            start = (partition - first_id) % self.partitions
+            if start >= n:
+                continue
+            part = names if self.partitions == 1 else names.take(np.arange(start, n, self.partitions))
+            joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(part)], pa.int32()), part), "\n")
+            data = joined[0].as_buffer().to_pybytes() + b"\n"
+            with open(self.files[partition], "ab") as f:
+                f.write(data)
+            self.hashers[partition].update(data)
+
+    def lookup(self, names: pa.Array, insert: bool) -> np.ndarray:
+        before = self.table.count
+        ids, new_rows = self.table.lookup(names, insert)
+        if len(new_rows):
+            if self.table.count - 1 > MAX_LOCAL_ID * self.partitions:
+                raise InputError(f"entity type {self.name!r} has more than {MAX_LOCAL_ID:,} entities per partition; "
+                                 "import with more partitions (--partitions)")
+            self.add_names(names.take(pa.array(new_rows)), before)
+        return ids
+
+
+class _Relations:
+    """Relation names -> ids: the declared ones, or (dynamic) every name found in the files."""
+
+    def __init__(self, config: Config) -> None:
+        self.declared = bool(config.relations)
+        self.configs: list[RelationConfig] = list(config.relations)
+        self.index = {r.name: i for i, r in enumerate(self.configs)}
+        self.type_names = list(config.entities)
+        if not self.declared and len(config.entities) != 1:
+            raise ConfigError("With several entity types, list the relations in [[relations]] so each edge's "
+                              "entity types are known.")
+        self.default_type = self.type_names[0]
+        self.edges: dict[str, list[int]] = {}
+
+    def add(self, name: str) -> int:
+        rel = RelationConfig(name=name, lhs=self.default_type, rhs=self.default_type)
+        self.index[name] = len(self.configs)
+        self.configs.append(rel)
+        return self.index[name]
+
+    def ids_for(self, block: EdgeBlock, reader: EdgeFileReader) -> np.ndarray:
+        n = len(block)
+        if block.rel is None:
+            if self.declared:
+                if len(self.configs) != 1:
+                    raise InputError(f"has no relation column, but the config declares {len(self.configs)} "
+                                     "relations; add a rel column (see --columns)", path=reader.path)
+                return np.zeros(n, dtype=np.int64)
+            rel = self.index.get(DEFAULT_RELATION)
+            return np.full(n, self.add(DEFAULT_RELATION) if rel is None else rel, dtype=np.int64)
+        encoded = block.rel.dictionary_encode()
+        names = encoded.dictionary.to_pylist()
+        mapping = np.empty(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            rel = self.index.get(name)
+            if rel is None:
+                if self.declared:
+                    row = int(np.flatnonzero(encoded.indices.to_numpy(zero_copy_only=False) == i)[0])
+                    known = ", ".join(list(self.index)[:20])
+                    raise InputError(f"relation {name!r} is not declared in the config (declared: {known})",
+                                     path=reader.path, line=block.first_line + row,
+                                     field=reader.roles.name_of(reader.roles.rel or 0), row_word=reader.row_word)
+                rel = self.add(name)
+            mapping[i] = rel
+        return mapping[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def check_types(self, block: EdgeBlock, rel_ids: np.ndarray, reader: EdgeFileReader) -> None:
+        """With lhs_type/rhs_type columns, each edge's types must be the types of its relation."""
+        for side in ("lhs", "rhs"):
+            column = block.columns.get(f"{side}_type")
+            if column is None:
+                continue
+            encoded = column.dictionary_encode()
+            names = encoded.dictionary.to_pylist()
+            expected = np.array([getattr(self.configs[r], side) for r in range(len(self.configs))], dtype=object)
+            got = np.array(names, dtype=object)[encoded.indices.to_numpy(zero_copy_only=False)]
+            bad = np.flatnonzero(got != expected[rel_ids])
+            if len(bad):
+                row = int(bad[0])
+                rel = self.configs[int(rel_ids[row])]
+                raise InputError(
+                    f"entity type {got[row]!r} disagrees with the config, where relation {rel.name!r} has "
+                    f"{side} type {getattr(rel, side)!r}",
+                    path=reader.path, line=block.first_line + row,
+                    field=reader.roles.name_of(getattr(reader.roles, f"{side}_type")), row_word=reader.row_word,
+                )
+
+
+class _Buckets:
+    """Appends edges to edges/<split>/bucket_<i>_<j>.npy."""
+
+    def __init__(self, root: Path, split: str, partitions: int) -> None:
+        self.root, self.split, self.partitions = root, split, partitions
+        self.writers: dict[tuple[int, int], NpyAppender] = {}
+
+    def append(self, lhs_part: np.ndarray, rhs_part: np.ndarray, rows: np.ndarray) -> None:
+        key = lhs_part * self.partitions + rhs_part
+        if self.partitions == 1:
+            self._writer(0, 0).append(rows)
+            return
+        order = np.argsort(key, kind="stable")
+        counts = np.bincount(key, minlength=self.partitions**2)
+        rows = rows[order]
+        start = 0
+        for bucket in np.flatnonzero(counts):
+            end = start + int(counts[bucket])
+            self._writer(*divmod(int(bucket), self.partitions)).append(rows[start:end])
+            start = end
+
+    def _writer(self, i: int, j: int) -> NpyAppender:
+        writer = self.writers.get((i, j))
+        if writer is None:
+            writer = self.writers[(i, j)] = NpyAppender(self.root / bucket_file(self.split, i, j), EDGE_DTYPE, 3)
+        return writer
+
+    def close(self) -> list[dict[str, Any]]:
+        out = []
+        for (i, j), writer in sorted(self.writers.items()):
+            checksum = writer.close()
+            out.append({"lhs": i, "rhs": j, "edges": writer.rows, "file": bucket_file(self.split, i, j),
+                        "xxh3": checksum})
+        return out
+
+
+def _apply_partitions(config: Config, partitions: int | None) -> Config:
+    """--partitions P: set P on every partitioned entity type, or on all types when none is partitioned."""
+    if partitions is None:
+        return config
+    if partitions < 1:
+        raise ConfigError(f"--partitions must be >= 1. Got {partitions} instead.")
+    targets = [n for n, e in config.entities.items() if e.partitions > 1] or list(config.entities)
+    entities = {
+        name: EntityConfig(partitions=partitions if name in targets else e.partitions, dimension=e.dimension)
+        for name, e in config.entities.items()
+    }
+    return config.replace(entities=entities)
+
+
+def import_edges(
+    edges: Sequence[str | Path],
+    out: str | Path,
+    *,
+    config: Config | str | Path | None = None,
+    valid: Sequence[str | Path] = (),
+    test: Sequence[str | Path] = (),
+    format: str | None = None,
+    columns: str | None = None,
+    header: bool | None = None,
+    partitions: int | None = None,
+    unseen: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ImportSummary:
+    """Import edge files into a dataset directory of partitioned edge buckets.
+
+    `edges` are the training files; `valid`/`test` the held-out splits. Arguments left as
+    None come from `config.data`. The output appears complete, by one rename, or not at
+    all. Raises InputError naming the file, line and field of the first bad input.
+    """
+    started = time.perf_counter()
+    if not isinstance(config, Config):
+        config = load_config(config)
+    config = _apply_partitions(config, partitions)
+    data = config.data
+    options = {
+        "format": format or data.format,
+        "columns": columns or data.columns,
+        "header": data.header if header is None else header,
+        "block_bytes": data.block_mb << 20,
+    }
+    unseen = unseen or data.unseen
+    if unseen not in ("keep", "drop"):
+        raise ConfigError(f"--unseen must be keep or drop. Got {unseen!r} instead.")
+    if not edges:
+        raise InputError("no edge files given")
+    sources = {"train": [Path(p) for p in edges], "valid": [Path(p) for p in valid],
+               "test": [Path(p) for p in test]}
+    readers = {split: [EdgeFileReader(p, **options) for p in paths]  # type: ignore[arg-type]
+               for split, paths in sources.items()}
+
+    num_partitions = max(e.partitions for e in config.entities.values())
+    with atomic_directory(out, overwrite=overwrite) as root:
+        types = {name: _EntityType(name, e.partitions, root) for name, e in config.entities.items()}
+        type_list = list(types.values())
+        relations = _Relations(config)
+        manifest_splits: dict[str, Any] = {}
+        edge_counts: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        relation_edges: dict[str, np.ndarray] = {}
+        bar = tqdm(total=None, unit=" lines", unit_scale=True, disable=not progress, desc="import",
+                   mininterval=0.5)
+        for split, split_readers in readers.items():
+            if not split_readers:
+                continue
+            buckets = _Buckets(root, split, num_partitions)
+            insert = split == "train" or unseen == "keep"
+            per_relation = np.zeros(0, dtype=np.int64)
+            kept_total = dropped_total = 0
+            for reader in split_readers:
+                for block in reader:
+                    rel_ids = relations.ids_for(block, reader)
+                    relations.check_types(block, rel_ids, reader)
+                    kept, n_dropped = _import_block(block, rel_ids, relations, types, type_list, insert,
+                                                    split != "train", buckets)
+                    kept_rel = rel_ids[kept] if kept is not None else rel_ids
+                    counts = np.bincount(kept_rel, minlength=len(relations.configs))
+                    per_relation = np.pad(per_relation, (0, len(counts) - len(per_relation))) + counts
+                    kept_total += len(kept_rel)
+                    dropped_total += n_dropped
+                    bar.update(len(block))
+                    bar.set_postfix_str(f"{split}, {sum(t.table.count for t in type_list):,} entities",
+                                        refresh=False)
+            edge_counts[split] = kept_total
+            dropped[split] = dropped_total
+            relation_edges[split] = per_relation
+            manifest_splits[split] = {
+                "edges": kept_total,
+                "dropped_edges": dropped_total,
+                "sources": [str(r.path) for r in split_readers],
+                "buckets": buckets.close(),
+            }
+        bar.close()
+        for split in ("valid", "test"):
+            manifest_splits.setdefault(split, {"edges": 0, "dropped_edges": 0, "sources": [], "buckets": []})
+            edge_counts.setdefault(split, 0)
+
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "shardgraph_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "num_partitions": num_partitions,
+            "entity_types": {
+                t.name: {"partitions": t.partitions, "count": t.table.count,
+                         "partition_counts": t.partition_counts(), "unseen": t.unseen}
+                for t in type_list
+            },
+            "relations_declared": relations.declared,
+            "relations": [
+                {"name": r.name, "lhs": r.lhs, "rhs": r.rhs,
+                 "edges": {split: int(counts[i]) if i < len(counts) else 0
+                           for split, counts in relation_edges.items()}}
+                for i, r in enumerate(relations.configs)
+            ],
+            "unseen_policy": unseen,
+            "splits": manifest_splits,
+            "dictionaries": [
+                {"type": t.name, "partition": p, "file": dictionary_file(t.name, p), "count": count,
+                 "xxh3": t.hashers[p].hexdigest()}
+                for t in type_list for p, count in enumerate(t.partition_counts())
+            ],
+        }
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+    summary = ImportSummary(
+        path=str(out),
+        entities=sum(t.table.count for t in type_list),
+        relations=len(relations.configs),
+        edges=edge_counts,
+        partitions=num_partitions,
+        seconds=round(time.perf_counter() - started, 3),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        unseen_entities={t.name: t.unseen for t in type_list if t.unseen},
+        dropped_edges={s: n for s, n in dropped.items() if n},
+    )
+    log.debug(summary.line())
+    return summary
+
+
+def _import_block(
+    block: EdgeBlock,
+    rel_ids: np.ndarray,
+    relations: _Relations,
+    types: dict[str, _EntityType],
+    type_list: list[_EntityType],
+    insert: bool,
+    held_out: bool,
+    buckets: _Buckets,
+) -> tuple[np.ndarray | None, int]:
+    """Map a block's ids, append its edges to their buckets. Returns (kept rows or None = all, dropped)."""
+    type_index = {t.name: i for i, t in enumerate(type_list)}
+    rel_lhs = np.array([type_index[r.lhs] for r in relations.configs], dtype=np.int64)
+    rel_rhs = np.array([type_index[r.rhs] for r in relations.configs], dtype=np.int64)
+    partitions = np.array([t.partitions for t in type_list], dtype=np.int64)
+    ends = {}
+    for side, side_types in (("lhs", rel_lhs[rel_ids]), ("rhs", rel_rhs[rel_ids])):
+        names: pa.Array = block.columns[side]
+        ids = np.empty(len(block), dtype=np.int64)
+        present = np.unique(side_types)
+        for t in present:
+            entity_type = type_list[int(t)]
+            rows = None if len(present) == 1 else np.flatnonzero(side_types == t)
+            subset = names if rows is None else names.take(pa.array(rows))
+            before = entity_type.table.count
+            got = entity_type.lookup(subset, insert)
+            if held_out and insert:
+                entity_type.unseen += entity_type.table.count - before
+            if not insert:
+                missing = got < 0
+                if missing.any():
+                    _, new_rows = entity_type.unseen_table.lookup(subset.filter(pa.array(missing)), True)
+                    entity_type.unseen += len(new_rows)
+            if rows is None:
+                ids[:] = got
+            else:
+                ids[rows] = got
+        ends[side] = (ids, partitions[side_types])
+    (lhs, lhs_parts), (rhs, rhs_parts) = ends["lhs"], ends["rhs"]
+    kept: np.ndarray | None = None
+    n_dropped = 0
+    if not insert:
+        ok = (lhs >= 0) & (rhs >= 0)
+        if not ok.all():
+            kept = np.flatnonzero(ok)
+            n_dropped = len(ok) - len(kept)
+            lhs, rhs, rel_ids = lhs[kept], rhs[kept], rel_ids[kept]
+            lhs_parts, rhs_parts = lhs_parts[kept], rhs_parts[kept]
+    rows = np.empty((len(lhs), 3), dtype=EDGE_DTYPE)
+    rows[:, 0] = lhs // lhs_parts
+    rows[:, 1] = rel_ids
+    rows[:, 2] = rhs // rhs_parts
+    buckets.append(lhs % lhs_parts, rhs % rhs_parts, rows)
+    return kept, n_dropped

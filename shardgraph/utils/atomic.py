@@ -1,0 +1,125 @@
+"""Outputs appear complete or not at all: write to a temporary sibling, fsync, rename."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from shardgraph.errors import ShardgraphError
+
+
+def fsync_dir(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under root (children first)."""
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            fsync_file(os.path.join(dirpath, name))
+        fsync_dir(dirpath)
+
+
+def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def disk_full_message(exc: OSError, what: str | Path) -> str | None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"No space left on the device while writing {what} ({exc.strerror}); nothing was written."
+    return None
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces `path` in one rename.
+
+    On any error, Ctrl-C or SIGTERM the temporary directory is removed and `path` is left
+    as it was. An existing `path` is refused unless `overwrite`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ShardgraphError(f"{path} already exists; pass --overwrite to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_sibling(path)
+    temp.mkdir()
+    try:
+        with terminate_as_interrupt():
+            yield temp
+            fsync_tree(temp)
+        if path.exists():
+            trash = temp_sibling(path, "old")
+            os.rename(path, trash)
+            os.rename(temp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(temp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        message = disk_full_message(exc, path)
+        if message:
+            raise ShardgraphError(message) from exc
+        raise
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file by temp + fsync + rename (+ fsync of the directory)."""
+    path = Path(path)
+    temp = temp_sibling(path)
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt inside the block, so cleanup code runs (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,79 @@
+"""Append-only .npy files: a fixed-size header is reserved first and filled in at close,
+so edges can be streamed to disk and later memory-mapped with np.load(mmap_mode='r')."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+HEADER_BYTES = 128
+MAGIC = b"\x93NUMPY\x01\x00"
+
+
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    body = f"{{'descr': '{np.dtype(dtype).str}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    header_len = HEADER_BYTES - len(MAGIC) - 2
+    if len(body) + 1 > header_len:
+        raise ValueError(f"npy header too long for shape {shape}")
+    text = body.ljust(header_len - 1) + "\n"
+    return MAGIC + header_len.to_bytes(2, "little") + text.encode("latin1")
+
+
+class NpyAppender:
+    """Rows of a fixed width and dtype appended to an .npy file; `close()` writes the shape.
+
+    The xxh3-64 of the payload (the bytes after the header) is kept as rows are written.
+    """
+
+    def __init__(self, path: str | Path, dtype: np.dtype | type, width: int) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.width = width
+        self.rows = 0
+        self._hash = xxhash.xxh3_64()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "wb") as f:
+            f.write(npy_header(self.dtype, (0, width)))
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.ndim != 2 or rows.shape[1] != self.width:
+            raise ValueError(f"expected rows of width {self.width}, got shape {rows.shape}")
+        data = rows.tobytes()
+        with open(self.path, "ab") as f:
+            f.write(data)
+        self._hash.update(data)
+        self.rows += rows.shape[0]
+
+    def close(self) -> str:
+        """Write the final header; return the payload checksum."""
+        with open(self.path, "r+b") as f:
+            f.write(npy_header(self.dtype, (self.rows, self.width)))
+            f.flush()
+            os.fsync(f.fileno())
+        return self.checksum
+
+    @property
+    def checksum(self) -> str:
+        return self._hash.hexdigest()
+
+
+def payload_checksum(array: np.ndarray) -> str:
+    """xxh3-64 of an array's bytes, in chunks (works on memory maps without loading them whole)."""
+    hasher = xxhash.xxh3_64()
+    flat = array.reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
+    step = 64 << 20
+    for start in range(0, flat.shape[0], step):
+        hasher.update(flat[start : start + step].tobytes())
+    return hasher.hexdigest()
+
+
+def file_checksum(path: str | Path) -> str:
+    hasher = xxhash.xxh3_64()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()

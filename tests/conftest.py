@@ -1,0 +1,42 @@
+"""Shared fixtures: small real graphs shipped in tests/data, and helpers to write edge files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+DATA = HERE / "data"
+REPO = HERE.parent
+FB15K237 = REPO / "data" / "fb15k-237"
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def kg_files(name: str) -> dict[str, Path]:
+    """train/valid/test files of a small KG shipped in tests/data (nations, umls, kinship)."""
+    root = DATA / name
+    return {split: root / f"{split}.txt" for split in ("train", "valid", "test")}
+
+
+def write_lines(path: Path, lines: Iterable[str], newline: str = "\n") -> Path:
+    path.write_text("".join(line + newline for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def nations() -> dict[str, Path]:
+    return kg_files("nations")
+
+
+@pytest.fixture
+def umls() -> dict[str, Path]:
+    return kg_files("umls")
+
+
+@pytest.fixture
+def kinship() -> dict[str, Path]:
+    return kg_files("kinship")
