@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics (raw and filtered, all or sampled candidates), streamed over partitions."""

@@ -1,0 +1,51 @@
+"""`shardgraph eval`."""
+
+from __future__ import annotations
+
+import argparse
+
+from shardgraph.cli import add_json, command, emit
+
+
+def _setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `shardgraph train`")
+    p.add_argument("--split", choices=["valid", "test", "train"], default="test")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--filtered", dest="filtered", action="store_true", default=True,
+                      help="do not count other true edges of train/valid/test (default)")
+    mode.add_argument("--raw", dest="filtered", action="store_false", help="count every candidate")
+    p.add_argument("--negatives", default="all",
+                   help="candidates per edge: all entities of the type (default), or N sampled")
+    p.add_argument("--batch-size", type=int, default=512, help="edges scored per matrix product")
+    p.add_argument("--max-edges", type=int, default=0, help="evaluate a seeded sample of this many edges")
+    p.add_argument("--dataset", help="dataset directory, if it moved since training")
+    add_json(p)
+
+
+@command("eval", _setup)
+def _eval(args: argparse.Namespace) -> int:
+    """Rank each edge's rhs and lhs among all (or N sampled) entities: MRR, MR, Hits@k, AUC."""
+    from shardgraph.errors import ShardgraphError
+    from shardgraph.eval.evaluate import evaluate
+
+    if args.negatives == "all":
+        negatives = 0
+    else:
+        try:
+            negatives = int(args.negatives)
+        except ValueError:
+            raise ShardgraphError(f"--negatives must be 'all' or a positive integer. Got {args.negatives!r}.") from None
+        if negatives <= 0:
+            raise ShardgraphError(f"--negatives must be 'all' or a positive integer. Got {negatives} instead.")
+    result = evaluate(args.run, split=args.split, filtered=args.filtered, negatives=negatives,
+                      batch_size=args.batch_size, max_edges=args.max_edges, dataset=args.dataset,
+                      progress=not args.json)
+    keys = ("split", "filtered", "edges", "mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")
+    payload = {k: result[k] for k in keys} | {"negatives": result["negatives"], "seconds": result["seconds"],
+                                              "rhs": result["rhs"], "lhs": result["lhs"]}
+    kind = "filtered" if args.filtered else "raw"
+    human = (f"{args.split} ({kind}, {result['edges']:,} edges, candidates: {result['negatives']}): "
+             f"MRR {result['mrr']:.4f}  MR {result['mr']:.1f}  Hits@1 {result['hits@1']:.4f}  "
+             f"Hits@3 {result['hits@3']:.4f}  Hits@10 {result['hits@10']:.4f}  AUC {result['auc']:.4f}")
+    emit(args, payload, human)
+    return 0

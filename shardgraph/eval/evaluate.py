@@ -1,0 +1,246 @@
+"""`shardgraph eval`: link-prediction metrics of a trained run on a split.
+
+    metrics = shardgraph.evaluate("runs/fb15k237", split="test", filtered=True)
+
+Every edge is scored in both directions (rank the rhs given lhs and relation, and the lhs
+given rhs and relation); the metrics average over both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from shardgraph.config import Config
+from shardgraph.data.dataset import LHS, REL, RHS
+from shardgraph.errors import ShardgraphError
+from shardgraph.eval.ranking import KnownEdges, RankCounts, count_block, metrics_from_counts
+from shardgraph.model.model import Direction, EntityTypeSpec
+from shardgraph.storage.run import TrainedRun
+from shardgraph.train.callbacks import Callback, EpochStats
+
+log = logging.getLogger(__name__)
+
+SCORE_BLOCK = 1 << 24  # elements of one score matrix (64 MiB of float32)
+
+
+@dataclass
+class _Group:
+    """Edges (rows of the split) that share a scoring setup for one direction."""
+
+    rows: np.ndarray
+    direction: Direction
+    known_type: EntityTypeSpec
+    target_type: EntityTypeSpec
+    relation: int | None  # the one relation, when candidates depend on it (per-relation operators)
+
+
+class Evaluator:
+    """Ranks the edges of a split against all (or sampled) candidates, streaming over partitions."""
+
+    def __init__(self, run: TrainedRun, *, filtered: bool = True, negatives: int = 0, batch_size: int = 512,
+                 seed: int = 0, progress: bool = False) -> None:
+        self.run = run
+        self.model = run.model
+        self.filtered = filtered
+        self.negatives = negatives
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress
+        self.tables = run.relation_tables
+        self._known: dict[str, KnownEdges] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def _known_index(self, predict: str) -> KnownEdges:
+        if predict not in self._known:
+            dataset = self.run.dataset
+            edges = np.concatenate([dataset.global_edges(split) for split in ("train", "valid", "test")])
+            known, other = (edges[:, LHS], edges[:, RHS]) if predict == "rhs" else (edges[:, RHS], edges[:, LHS])
+            self._known[predict] = KnownEdges(known, other, edges[:, REL], len(self.model.relations))
+        return self._known[predict]
+
+    def _groups(self, edges: np.ndarray, predict: str) -> list[_Group]:
+        model = self.model
+        out: list[_Group] = []
+        by_key: dict[tuple[Any, ...], list[np.ndarray]] = {}
+        rel_of_edge = edges[:, REL]
+        for rel in np.unique(rel_of_edge):
+            spec = model.relations[int(rel)]
+            direction = model.directions(spec)[0 if predict == "rhs" else 1]
+            known, target = (spec.lhs, spec.rhs) if predict == "rhs" else (spec.rhs, spec.lhs)
+            per_relation = direction.candidate_op is not None
+            key = (direction, known, target, int(rel) if per_relation else None)
+            by_key.setdefault(key, []).append(np.flatnonzero(rel_of_edge == rel))
+        for (direction, known, target, relation), parts in by_key.items():
+            out.append(_Group(np.sort(np.concatenate(parts)), direction, model.entity_types[known],
+                              model.entity_types[target], relation))
+        return out
+
+    def _gather(self, spec: EntityTypeSpec, ids: np.ndarray) -> Tensor:
+        """Effective float32 embeddings (n, D) of global ids of one type."""
+        out = torch.empty(len(ids), spec.dim)
+        offsets = np.concatenate([[0], np.cumsum(spec.partition_counts)])
+        partition = np.searchsorted(offsets, ids, side="right") - 1
+        for p in np.unique(partition):
+            rows = np.flatnonzero(partition == p)
+            local = ids[rows] - offsets[p]
+            order = np.argsort(local)
+            vectors = self.run.embeddings(spec.name, int(p), rows=local[order])
+            out[torch.from_numpy(rows[order])] = vectors
+        return out
+
+    # ------------------------------------------------------------------ ranking
+    def rank(self, edges: np.ndarray, predict: str) -> RankCounts:
+        """Rank counts of one direction for edges (n, 3) of global ids."""
+        counts = RankCounts.zeros(len(edges))
+        known_col, target_col = (LHS, RHS) if predict == "rhs" else (RHS, LHS)
+        for group in self._groups(edges, predict):
+            sub = edges[group.rows]
+            rel = torch.from_numpy(sub[:, REL])
+            query = self.model.query(group.direction, self._gather(group.known_type, sub[:, known_col]),
+                                     self.tables, rel)
+            true_ids = sub[:, target_col]
+            true_vectors = self._candidates(group, self._gather(group.target_type, true_ids), rel)
+            true_scores = self.model.comparator.pairs(query, true_vectors)
+            known = None
+            if self.filtered:
+                known = self._known_index(predict).lookup(sub[:, known_col], sub[:, REL])
+            group_counts = RankCounts.zeros(len(sub))
+            if self.negatives > 0:
+                self._rank_sampled(group, query, rel, true_ids, true_scores, known, group_counts)
+            else:
+                self._rank_all(group, query, rel, true_ids, true_scores, known, group_counts)
+            counts.greater[group.rows] = group_counts.greater
+            counts.equal[group.rows] = group_counts.equal
+            counts.candidates[group.rows] = group_counts.candidates
+        return counts
+
+    def _candidates(self, group: _Group, vectors: Tensor, rel: Tensor) -> Tensor:
+        """Candidate transform of the group (per-relation operators transform the candidates)."""
+        if group.direction.candidate_op is None:
+            return self.model.comparator.prepare(vectors)
+        assert group.relation is not None
+        return self.model.candidates(group.direction, vectors, self.tables, group.relation)
+
+    def _rank_all(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray, true_scores: Tensor,
+                  known: tuple[np.ndarray, np.ndarray] | None, counts: RankCounts) -> None:
+        spec = group.target_type
+        offset = 0
+        n = len(true_ids)
+        batch = max(1, min(self.batch_size, n))
+        for partition, size in enumerate(spec.partition_counts):
+            if size == 0:
+                continue
+            entities = self._candidates(group, self.run.embeddings(spec.name, partition), rel)
+            block = max(1, SCORE_BLOCK // batch)
+            for start in range(0, n, batch):
+                rows = np.arange(start, min(n, start + batch))
+                pairs = self._pairs_in(known, rows, offset, offset + size)
+                for c0 in range(0, size, block):
+                    c1 = min(size, c0 + block)
+                    scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0),
+                                                             entities[c0:c1].unsqueeze(0))[0]
+                    masked = torch.zeros(scores.shape, dtype=torch.bool)
+                    local_true = true_ids[rows] - offset - c0
+                    hit = (local_true >= 0) & (local_true < c1 - c0)
+                    masked[torch.from_numpy(np.flatnonzero(hit)), torch.from_numpy(local_true[hit])] = True
+                    if pairs is not None:
+                        pair_rows, pair_ids = pairs
+                        inside = (pair_ids >= offset + c0) & (pair_ids < offset + c1)
+                        masked[torch.from_numpy(pair_rows[inside]),
+                               torch.from_numpy(pair_ids[inside] - offset - c0)] = True
+                    count_block(scores, true_scores[rows], counts, rows, masked)
+            offset += size
+
+    @staticmethod
+    def _pairs_in(known: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray, lo: int,
+                  hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Known (row in batch, id) pairs of edges `rows` whose id falls in [lo, hi)."""
+        if known is None:
+            return None
+        all_rows, ids = known
+        start, stop = np.searchsorted(all_rows, [rows[0], rows[-1] + 1])
+        batch_rows, batch_ids = all_rows[start:stop] - rows[0], ids[start:stop]
+        inside = (batch_ids >= lo) & (batch_ids < hi)
+        return batch_rows[inside], batch_ids[inside]
+
+    def _rank_sampled(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray,
+                      true_scores: Tensor, known: tuple[np.ndarray, np.ndarray] | None, counts: RankCounts) -> None:
+        spec = group.target_type
+        n = len(true_ids)
+        for start in range(0, n, self.batch_size):
+            rows = np.arange(start, min(n, start + self.batch_size))
+            sample = np.unique(self.rng.integers(0, spec.count, self.negatives))
+            candidates = self._candidates(group, self._gather(spec, sample), rel)
+            scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
+            masked = torch.from_numpy(true_ids[rows, None] == sample[None, :])
+            pairs = self._pairs_in(known, rows, 0, spec.count)
+            if pairs is not None:
+                pair_rows, pair_ids = pairs
+                position = np.searchsorted(sample, pair_ids)
+                found = (position < len(sample)) & (sample[np.minimum(position, len(sample) - 1)] == pair_ids)
+                masked[torch.from_numpy(pair_rows[found]), torch.from_numpy(position[found])] = True
+            count_block(scores, true_scores[rows], counts, rows, masked)
+
+    def evaluate(self, split: str, max_edges: int = 0) -> dict[str, Any]:
+        started = time.perf_counter()
+        edges = self.run.dataset.global_edges(split)
+        if len(edges) == 0:
+            raise ShardgraphError(f"The {split} split of {self.run.dataset.path} has no edges to evaluate.")
+        if max_edges and len(edges) > max_edges:
+            edges = edges[np.sort(self.rng.choice(len(edges), max_edges, replace=False))]
+        with torch.no_grad():
+            directions = {}
+            for predict in tqdm(("rhs", "lhs"), desc=f"eval {split}", disable=not self.progress, leave=False):
+                directions[predict] = self.rank(edges, predict)
+        both = directions["rhs"].concat(directions["lhs"])
+        result: dict[str, Any] = {"split": split, "filtered": self.filtered, "edges": int(len(edges)),
+                                  **metrics_from_counts(both)}
+        result["negatives"] = self.negatives or "all"
+        for predict, counts in directions.items():
+            result[predict] = metrics_from_counts(counts)
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        return result
+
+
+def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: bool = True, negatives: int = 0,
+             batch_size: int = 512, max_edges: int = 0, seed: int = 0, dataset: str | Path | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    """Link-prediction metrics (MRR, MR, Hits@1/3/10, AUC) of a run on a split of its dataset."""
+    if split not in ("train", "valid", "test"):
+        raise ShardgraphError(f"--split must be train, valid or test. Got {split!r} instead.")
+    trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
+    evaluator = Evaluator(trained, filtered=filtered, negatives=negatives, batch_size=batch_size, seed=seed,
+                          progress=progress)
+    return evaluator.evaluate(split, max_edges=max_edges)
+
+
+class EvalCallback(Callback):
+    """Evaluates the valid split every `training.eval_every` epochs, from the checkpoint just written."""
+
+    def __init__(self, run_dir: Path, config: Config) -> None:
+        self.run_dir = run_dir
+        self.every = config.training.eval_every
+        self.negatives = config.training.eval_negatives
+        self.filtered = config.eval.filtered
+        self.batch_size = config.eval.batch_size
+        self.max_edges = config.eval.max_edges
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        if (stats.epoch + 1) % self.every:
+            return
+        result = evaluate(self.run_dir, split="valid", filtered=self.filtered, negatives=self.negatives,
+                          batch_size=self.batch_size, max_edges=self.max_edges)
+        stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            import json
+
+            f.write(json.dumps({"event": "eval", "epoch": stats.epoch + 1, **result}) + "\n")

@@ -1,0 +1,99 @@
+"""Ranking metrics, streamed over entity partitions.
+
+For each evaluation edge and each direction, the true end is ranked among the candidates
+(all entities of its type, or N sampled ones). Candidates are scored partition by
+partition, in blocks: one matrix product per (edge batch × candidate block), counting for
+each edge how many candidates score above the true end and how many tie with it. Only
+counts are kept, so the embeddings never need to fit in memory at once. Filtered ranking
+masks the other known true edges, looked up in a sorted index.
+
+Ties are ranked fairly: a true end tied with k other candidates gets the mean rank of the
+tied block, 1 + greater + k / 2, never the optimistic 1 + greater.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+HITS_AT = (1, 3, 10)
+
+
+@dataclass
+class RankCounts:
+    """Per-edge counts of candidates scoring above / equal to the true end, and the candidates considered."""
+
+    greater: np.ndarray  # (n,) int64
+    equal: np.ndarray  # (n,) int64, ties other than the true end itself
+    candidates: np.ndarray  # (n,) int64, candidates other than the true end (after filtering)
+
+    @classmethod
+    def zeros(cls, n: int) -> RankCounts:
+        return cls(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+    @property
+    def ranks(self) -> np.ndarray:
+        return 1.0 + self.greater + self.equal / 2.0
+
+    def concat(self, other: RankCounts) -> RankCounts:
+        return RankCounts(np.concatenate([self.greater, other.greater]),
+                          np.concatenate([self.equal, other.equal]),
+                          np.concatenate([self.candidates, other.candidates]))
+
+
+def metrics_from_counts(counts: RankCounts) -> dict[str, float]:
+    """MRR, MR, Hits@1/3/10 and AUC from rank counts (fair ranks)."""
+    if len(counts.greater) == 0:
+        return {"mrr": float("nan"), "mr": float("nan"), **{f"hits@{k}": float("nan") for k in HITS_AT},
+                "auc": float("nan")}
+    ranks = counts.ranks
+    below = counts.candidates - counts.greater - counts.equal / 2.0
+    auc = np.where(counts.candidates > 0, below / np.maximum(counts.candidates, 1), 1.0)
+    out = {"mrr": float(np.mean(1.0 / ranks)), "mr": float(np.mean(ranks))}
+    for k in HITS_AT:
+        out[f"hits@{k}"] = float(np.mean(ranks <= k))
+    out["auc"] = float(np.mean(auc))
+    return out
+
+
+class KnownEdges:
+    """A sorted index of true edges: for (known end, relation) the sorted ids of the other end."""
+
+    def __init__(self, known: np.ndarray, other: np.ndarray, rel: np.ndarray, num_relations: int) -> None:
+        self.num_relations = num_relations
+        keys = known.astype(np.int64) * num_relations + rel.astype(np.int64)
+        order = np.lexsort((other, keys))
+        self.keys = keys[order]
+        self.other = other.astype(np.int64)[order]
+
+    def lookup(self, known: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, other id) pairs of every known edge of each (known[row], rel[row])."""
+        keys = known.astype(np.int64) * self.num_relations + rel.astype(np.int64)
+        lo = np.searchsorted(self.keys, keys, side="left")
+        hi = np.searchsorted(self.keys, keys, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        rows = np.repeat(np.arange(len(keys)), counts)
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        positions = starts + np.arange(total)
+        return rows, self.other[positions]
+
+
+def count_block(scores: Tensor, true_scores: Tensor, counts: RankCounts, rows: np.ndarray,
+                masked: Tensor | None) -> None:
+    """Add one (b, m) block of candidate scores to the counts of edges `rows` (b,).
+
+    `masked` (b, m) marks candidates that are not counted (the true end, filtered edges).
+    """
+    if masked is not None:
+        scores = scores.masked_fill(masked, float("-inf"))
+        considered = (~masked).sum(1)
+    else:
+        considered = torch.full((scores.shape[0],), scores.shape[1], dtype=torch.long)
+    target = true_scores.unsqueeze(1)
+    counts.greater[rows] += (scores > target).sum(1).numpy()
+    counts.equal[rows] += (scores == target).sum(1).numpy()
+    counts.candidates[rows] += considered.numpy()

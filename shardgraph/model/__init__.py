@@ -1,0 +1,1 @@
+"""The score function: operators, comparators, losses, and the model that combines them."""

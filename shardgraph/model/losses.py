@@ -1,0 +1,76 @@
+"""Losses over a positive score and its negatives' scores, per edge.
+
+Every loss takes pos (B,), neg (B, N) and a boolean `valid` (B, N) mask (False where a
+candidate is the positive itself, or padding) and returns the per-edge loss (B,).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from shardgraph.registry import Registry
+
+LOSSES: Registry[type[Loss]] = Registry("loss")
+
+
+class Loss(ABC):
+    name = ""
+
+    def __init__(self, margin: float = 0.1) -> None:
+        self.margin = margin
+
+    @abstractmethod
+    def __call__(self, pos: Tensor, neg: Tensor, valid: Tensor | None) -> Tensor:
+        """(B,), (B, N), (B, N) bool or None -> (B,) loss of each edge."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@LOSSES.register("ranking")
+class RankingLoss(Loss):
+    """Σ_negatives max(0, margin - pos + neg)."""
+
+    name = "ranking"
+
+    def __call__(self, pos: Tensor, neg: Tensor, valid: Tensor | None) -> Tensor:
+        hinge = F.relu(self.margin - pos.unsqueeze(1) + neg)
+        if valid is not None:
+            hinge = hinge * valid
+        return hinge.sum(1)
+
+
+@LOSSES.register("logistic")
+class LogisticLoss(Loss):
+    """-log σ(pos) - mean_negatives log(1 - σ(neg))."""
+
+    name = "logistic"
+
+    def __call__(self, pos: Tensor, neg: Tensor, valid: Tensor | None) -> Tensor:
+        neg_loss = F.softplus(neg)
+        if valid is None:
+            mean_neg = neg_loss.mean(1)
+        else:
+            mean_neg = (neg_loss * valid).sum(1) / valid.sum(1).clamp_min(1)
+        return F.softplus(-pos) + mean_neg
+
+
+@LOSSES.register("softmax")
+class SoftmaxLoss(Loss):
+    """Cross-entropy of the positive among {positive} ∪ negatives: logsumexp(pos, neg) - pos."""
+
+    name = "softmax"
+
+    def __call__(self, pos: Tensor, neg: Tensor, valid: Tensor | None) -> Tensor:
+        if valid is not None:
+            neg = neg.masked_fill(~valid, float("-inf"))
+        scores = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        return torch.logsumexp(scores, dim=1) - pos
+
+
+def make_loss(name: str, margin: float) -> Loss:
+    return LOSSES.get(name)(margin)

@@ -1,0 +1,1 @@
+"""Partition storage: checkpoints on disk and the in-memory partition buffer."""

@@ -1,0 +1,223 @@
+"""The partition buffer: a fixed number of shared-memory slots that hold the partitions in use.
+
+Slots are allocated once, in shared memory, before the workers start, and handed to them
+once; loading a partition copies it into a free slot, evicting (and writing back, if it
+changed) the resident partition needed furthest in the future. With as many slots as
+partitions, everything stays in memory and writes happen only at checkpoints.
+
+A partition that has never been written starts from normal(0, init_scale) drawn from a
+generator seeded by (seed, type, partition), so it needs no file until it is trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from shardgraph.model.model import Model
+from shardgraph.storage.checkpoint import TORCH_DTYPES, CheckpointStore, PartitionFiles, from_numpy
+
+log = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]  # (entity type, partition)
+
+
+@dataclass
+class SharedTables:
+    """Everything the workers share with the trainer. Sent to each worker once, at start."""
+
+    slots: dict[str, list[Tensor]]  # type -> slot tables (capacity, D), storage dtype
+    slot_state: dict[str, list[Tensor]]  # type -> (capacity,) float32 Adagrad accumulators
+    relations: dict[str, Tensor]
+    relation_state: dict[str, Tensor]
+    bias: dict[str, Tensor]  # type -> (D,) global vector (zeros, unused without model.global_bias)
+    bias_state: dict[str, Tensor]
+
+    def nbytes(self) -> int:
+        tensors = [t for group in (self.slots, self.slot_state) for ts in group.values() for t in ts]
+        tensors += [*self.relations.values(), *self.relation_state.values(), *self.bias.values(),
+                    *self.bias_state.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def init_partition(model: Model, entity_type: str, partition: int, out: Tensor, seed: int) -> None:
+    """Fill `out` (rows, D) with the deterministic initial embeddings of a partition."""
+    spec = model.entity_types[entity_type]
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, spec.index, partition, 0x1A17])
+                                                  .generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    values = torch.randn(out.shape, generator=generator).mul_(model.config.model.init_scale)
+    out.copy_(values)
+
+
+class PartitionBuffer:
+    """Shared-memory slots for partitions, loaded from and written back to a CheckpointStore."""
+
+    def __init__(self, model: Model, store: CheckpointStore, manifest: Mapping[str, Any] | None, *,
+                 slots: int, seed: int, storage_dtype: str = "float32", prefetch: bool = True) -> None:
+        self.model = model
+        self.store = store
+        self.seed = seed
+        self.storage_dtype = TORCH_DTYPES[storage_dtype]
+        self.files: dict[str, dict[int, PartitionFiles]] = {t: {} for t in model.entity_types}
+        if manifest is not None:
+            for entity_type, parts in manifest["partitions"].items():
+                for part, entry in parts.items():
+                    self.files[entity_type][int(part)] = PartitionFiles(**entry)
+        table_slots: dict[str, list[Tensor]] = {}
+        state_slots: dict[str, list[Tensor]] = {}
+        self.free: dict[str, list[int]] = {}
+        for name, spec in model.entity_types.items():
+            count = 1 if spec.partitions == 1 else min(max(2, slots), spec.partitions)
+            capacity = max(spec.partition_counts) if spec.partition_counts else 0
+            table_slots[name] = [torch.zeros(capacity, spec.dim, dtype=self.storage_dtype).share_memory_()
+                                 for _ in range(count)]
+            state_slots[name] = [torch.zeros(capacity).share_memory_() for _ in range(count)]
+            self.free[name] = list(range(count))
+        relations = model.init_relation_params()
+        biases = {name: torch.zeros(spec.dim) for name, spec in model.entity_types.items()}
+        relation_state = {k: torch.zeros_like(v) for k, v in relations.items()}
+        bias_state = {k: torch.zeros_like(v) for k, v in biases.items()}
+        if manifest is not None:
+            saved = store.load_relations(manifest)
+            for group, prefix in ((relations, "rel/"), (relation_state, "relstate/"), (biases, "bias/"),
+                                  (bias_state, "biasstate/")):
+                for key in group:
+                    if prefix + key in saved:
+                        group[key] = torch.from_numpy(saved[prefix + key]).float()
+        for group in (relations, relation_state, biases, bias_state):
+            for tensor in group.values():
+                tensor.share_memory_()
+        self.shared = SharedTables(table_slots, state_slots, relations, relation_state, biases, bias_state)
+        self.resident: dict[PartitionKey, int] = {}
+        self.dirty: set[PartitionKey] = set()
+        self.loads = 0
+        self.writes = 0
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardgraph-io") if prefetch else None
+        self._pending: dict[PartitionKey, Future[tuple[np.ndarray, np.ndarray] | None]] = {}
+
+    # ------------------------------------------------------------------ access
+    def table(self, key: PartitionKey) -> tuple[Tensor, Tensor, int]:
+        """(embeddings, state, live rows) of a resident partition."""
+        entity_type, partition = key
+        slot = self.resident[key]
+        count = self.model.entity_types[entity_type].partition_counts[partition]
+        return self.shared.slots[entity_type][slot], self.shared.slot_state[entity_type][slot], count
+
+    def slot_map(self, keys: Iterable[PartitionKey]) -> dict[PartitionKey, int]:
+        return {key: self.resident[key] for key in keys}
+
+    # ------------------------------------------------------------------ loading
+    def _read(self, key: PartitionKey) -> tuple[np.ndarray, np.ndarray] | None:
+        entity_type, partition = key
+        files = self.files[entity_type].get(partition)
+        if files is None:
+            return None
+        return self.store.load_partition(files, verify=True, mmap=True)
+
+    def prefetch(self, keys: Iterable[PartitionKey]) -> None:
+        """Start reading partitions that will be needed soon, on the I/O thread."""
+        if self._executor is None:
+            return
+        for key in keys:
+            if key not in self.resident and key not in self._pending and key[1] in self.files[key[0]]:
+                self._pending[key] = self._executor.submit(self._read_into_memory, key)
+
+    def _read_into_memory(self, key: PartitionKey) -> tuple[np.ndarray, np.ndarray] | None:
+        arrays = self._read(key)
+        if arrays is None:
+            return None
+        return np.array(arrays[0]), np.array(arrays[1])  # force the read now, off the training thread
+
+    def ensure(self, keys: Sequence[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]] = ()) -> None:
+        """Make `keys` resident, evicting the partitions needed furthest in `upcoming`."""
+        for key in keys:
+            if key in self.resident:
+                continue
+            entity_type = key[0]
+            if not self.free[entity_type]:
+                self._evict(entity_type, keep=set(keys), upcoming=upcoming)
+            slot = self.free[entity_type].pop()
+            self._load(key, slot)
+            self.resident[key] = slot
+
+    def _load(self, key: PartitionKey, slot: int) -> None:
+        entity_type, partition = key
+        table = self.shared.slots[entity_type][slot]
+        state = self.shared.slot_state[entity_type][slot]
+        count = self.model.entity_types[entity_type].partition_counts[partition]
+        pending = self._pending.pop(key, None)
+        arrays = pending.result() if pending is not None else self._read(key)
+        if arrays is None:
+            init = torch.empty(count, table.shape[1])
+            init_partition(self.model, entity_type, partition, init, self.seed)
+            table[:count].copy_(init)
+            state[:count].zero_()
+            self.dirty.add(key)
+        else:
+            files = self.files[entity_type][partition]
+            table[:count].copy_(from_numpy(arrays[0], files.dtype))
+            state[:count].copy_(torch.from_numpy(np.ascontiguousarray(arrays[1])))
+        self.loads += 1
+
+    def _evict(self, entity_type: str, keep: set[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]]) -> None:
+        candidates = [k for k in self.resident if k[0] == entity_type and k not in keep]
+        if not candidates:
+            raise RuntimeError(f"no partition of {entity_type!r} can be evicted")
+
+        def next_use(key: PartitionKey) -> int:
+            for step, needs in enumerate(upcoming):
+                if key in needs:
+                    return step
+            return len(upcoming) + 1
+
+        victim = max(candidates, key=next_use)
+        if victim in self.dirty:
+            self.write_back(victim)
+        self.free[entity_type].append(self.resident.pop(victim))
+
+    # ------------------------------------------------------------------ writing
+    def mark_dirty(self, keys: Iterable[PartitionKey]) -> None:
+        self.dirty.update(keys)
+
+    def write_back(self, key: PartitionKey) -> None:
+        table, state, count = self.table(key)
+        self.files[key[0]][key[1]] = self.store.write_partition(key[0], key[1], table[:count], state[:count])
+        self.dirty.discard(key)
+        self.writes += 1
+
+    def relation_tensors(self) -> dict[str, Tensor]:
+        out = {}
+        for group, prefix in ((self.shared.relations, "rel/"), (self.shared.relation_state, "relstate/"),
+                              (self.shared.bias, "bias/"), (self.shared.bias_state, "biasstate/")):
+            out.update({prefix + key: tensor for key, tensor in group.items()})
+        return out
+
+    def checkpoint(self, *, epoch: int, buckets_done: int, extra: Mapping[str, Any], keep: int) -> int:
+        """Write every changed resident partition and the relation parameters, then commit."""
+        for key in sorted(self.dirty & set(self.resident)):
+            self.write_back(key)
+        for name, spec in self.model.entity_types.items():
+            for partition in range(spec.partitions):
+                if partition not in self.files[name]:
+                    # never trained (e.g. an early mid-epoch checkpoint): write its initial values
+                    init = torch.empty(spec.partition_counts[partition], spec.dim)
+                    init_partition(self.model, name, partition, init, self.seed)
+                    self.files[name][partition] = self.store.write_partition(
+                        name, partition, init.to(self.storage_dtype), torch.zeros(init.shape[0]))
+        relations = self.store.write_relations(self.relation_tensors())
+        return self.store.commit(epoch=epoch, buckets_done=buckets_done, partitions=self.files,
+                                 relations=relations, extra=extra, keep=keep)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()

@@ -1,0 +1,269 @@
+"""Versioned, crash-safe checkpoints.
+
+    RUN/checkpoint/
+      manifest.json                           the last complete checkpoint (replaced atomically)
+      <type>/p<part>.v<version>.emb.npy       (rows, D) embeddings, storage dtype
+      <type>/p<part>.v<version>.state.npy     (rows,) float32 row-wise Adagrad accumulators
+      relations.v<version>.npz                relation parameters, biases and their Adagrad state
+
+Every file is written under a new versioned name (temp name, fsync, rename), so the files
+of the last complete checkpoint are never overwritten. A checkpoint becomes current when
+its manifest replaces the previous one; files no manifest refers to are then deleted.
+A run killed at any moment resumes from the manifest on disk, whose files are complete
+and whose checksums are verified on load. Partition files are plain .npy: evaluation and
+export memory-map them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xxhash
+
+from shardgraph.errors import CheckpointError
+from shardgraph.utils.atomic import atomic_write_text, disk_full_message, fsync_dir, temp_sibling
+from shardgraph.utils.npy import payload_checksum
+
+
+FORMAT = "shardgraph-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# numpy has no bfloat16: such tables are stored as their raw 16-bit patterns
+NUMPY_STORAGE = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A zero-copy numpy view of a CPU tensor (bfloat16 as uint16 bit patterns)."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()
+
+
+def from_numpy(array: np.ndarray, dtype_name: str) -> torch.Tensor:
+    """The inverse of to_numpy: a tensor of the named dtype sharing the array's memory."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if dtype_name == "bfloat16":
+        return tensor.view(torch.bfloat16)
+    return tensor
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """The files of one (entity type, partition) in a checkpoint."""
+
+    embeddings: str
+    state: str
+    rows: int
+    dim: int
+    dtype: str
+    embeddings_xxh3: str
+    state_xxh3: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class CheckpointStore:
+    """Reads and writes the checkpoints of one run directory."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.root = self.run_dir / "checkpoint"
+        self._version = 0
+        manifest = self.manifest()
+        if manifest is not None:
+            self._version = int(manifest["version"])
+        self._version = max(self._version, self._highest_file_version())
+
+    # ------------------------------------------------------------------ reading
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest of the last complete checkpoint, or None if there is none."""
+        path = self.root / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            manifest: dict[str, Any] = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is corrupt ({exc}).") from None
+        if manifest.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a shardgraph checkpoint manifest.")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} has checkpoint format version {manifest.get('format_version')}; this shardgraph reads "
+                f"version {FORMAT_VERSION}. Train a new run with this version."
+            )
+        return manifest
+
+    def partition_files(self, manifest: Mapping[str, Any], entity_type: str, partition: int) -> PartitionFiles:
+        try:
+            entry = manifest["partitions"][entity_type][str(partition)]
+        except KeyError:
+            raise CheckpointError(f"checkpoint has no partition {partition} of type {entity_type!r}.") from None
+        return PartitionFiles(**entry)
+
+    def load_partition(self, files: PartitionFiles, verify: bool = True,
+                       mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings (rows, D), state (rows,)) as numpy arrays (memory maps with mmap)."""
+        arrays = []
+        for name, checksum in ((files.embeddings, files.embeddings_xxh3), (files.state, files.state_xxh3)):
+            path = self.root / name
+            try:
+                array = np.load(path, mmap_mode="r" if mmap else None)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{path} cannot be read ({exc}); the checkpoint is incomplete.") from None
+            if verify and payload_checksum(np.asarray(array)) != checksum:
+                raise CheckpointError(f"{path} does not match its checksum: the checkpoint is corrupt.")
+            arrays.append(array)
+        embeddings, state = arrays
+        if embeddings.shape != (files.rows, files.dim):
+            raise CheckpointError(f"{self.root / files.embeddings} has shape {embeddings.shape}, expected "
+                                  f"{(files.rows, files.dim)}.")
+        return embeddings, state
+
+    def load_relations(self, manifest: Mapping[str, Any], verify: bool = True) -> dict[str, np.ndarray]:
+        entry = manifest["relations"]
+        path = self.root / entry["file"]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{path} cannot be read ({exc}).") from None
+        if verify and xxhash.xxh3_64_hexdigest(data) != entry["xxh3"]:
+            raise CheckpointError(f"{path} does not match its checksum: the checkpoint is corrupt.")
+        import io
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+    # ------------------------------------------------------------------ writing
+    def next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def write_partition(self, entity_type: str, partition: int, embeddings: torch.Tensor,
+                        state: torch.Tensor) -> PartitionFiles:
+        """Write a partition's tables under new versioned names (not yet part of a checkpoint)."""
+        version = self.next_version()
+        stem = f"{entity_type}/p{partition}.v{version}"
+        emb_array = to_numpy(embeddings)
+        state_array = to_numpy(state)
+        emb_sum = self._write_npy(f"{stem}.emb.npy", emb_array)
+        state_sum = self._write_npy(f"{stem}.state.npy", state_array)
+        dtype = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(embeddings.dtype, "float32")
+        return PartitionFiles(f"{stem}.emb.npy", f"{stem}.state.npy", int(emb_array.shape[0]),
+                              int(emb_array.shape[1]), dtype, emb_sum, state_sum)
+
+    def write_relations(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **{key: to_numpy(t) for key, t in tensors.items()})
+        data = buffer.getvalue()
+        name = f"relations.v{self.next_version()}.npz"
+        self._write_bytes(name, data)
+        return {"file": name, "xxh3": xxhash.xxh3_64_hexdigest(data)}
+
+    def commit(self, *, epoch: int, buckets_done: int, partitions: Mapping[str, Mapping[int, PartitionFiles]],
+               relations: Mapping[str, str], extra: Mapping[str, Any] | None = None, keep: int = 1) -> int:
+        """Make a checkpoint current: write its manifest atomically, then delete unreferenced files."""
+        version = self.next_version()
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": version,
+            "time": time.time(),
+            "epoch": epoch,
+            "buckets_done": buckets_done,
+            "partitions": {t: {str(p): f.to_dict() for p, f in parts.items()} for t, parts in partitions.items()},
+            "relations": dict(relations),
+            **(extra or {}),
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        history = self.root / "history"
+        history.mkdir(exist_ok=True)
+        try:
+            atomic_write_text(history / f"manifest.v{version}.json", json.dumps(manifest, indent=1))
+            atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1))
+        except OSError as exc:
+            raise CheckpointError(disk_full_message(exc, self.root) or f"cannot write the checkpoint: {exc}") from exc
+        self.collect_garbage(keep)
+        return version
+
+    def collect_garbage(self, keep: int = 1) -> None:
+        """Delete files that none of the last `keep` complete manifests refers to (and stale temp files)."""
+        manifests = sorted(self._history(), key=lambda p: int(p.name.split(".v")[1].split(".")[0]))
+        keep_manifests = manifests[-keep:]
+        for old in manifests[:-keep]:
+            old.unlink(missing_ok=True)
+        referenced: set[str] = set()
+        for path in keep_manifests:
+            m = json.loads(path.read_text())
+            referenced.add(m["relations"]["file"])
+            for parts in m["partitions"].values():
+                for entry in parts.values():
+                    referenced.update((entry["embeddings"], entry["state"]))
+        for path in self.root.rglob("*"):
+            if not path.is_file() or path.parent.name == "history" or path.name == MANIFEST:
+                continue
+            if str(path.relative_to(self.root)) not in referenced:
+                path.unlink(missing_ok=True)
+
+    def _history(self) -> list[Path]:
+        history = self.root / "history"
+        return list(history.glob("manifest.v*.json")) if history.exists() else []
+
+    def _highest_file_version(self) -> int:
+        best = 0
+        if self.root.exists():
+            for path in self.root.rglob("*.v*"):
+                try:
+                    best = max(best, int(path.name.split(".v")[1].split(".")[0]))
+                except (IndexError, ValueError):
+                    continue
+        return best
+
+    def _write_npy(self, name: str, array: np.ndarray) -> str:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_sibling(path)
+        try:
+            with open(temp, "wb") as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise CheckpointError(disk_full_message(exc, path) or f"cannot write {path}: {exc}") from exc
+        return payload_checksum(array)
+
+    def _write_bytes(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_sibling(path)
+        try:
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise CheckpointError(disk_full_message(exc, path) or f"cannot write {path}: {exc}") from exc
+
+
+def describe(manifest: Mapping[str, Any]) -> str:
+    return f"checkpoint v{manifest['version']} (epoch {manifest['epoch']}, {manifest['buckets_done']} buckets into it)"
+

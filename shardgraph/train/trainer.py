@@ -1,0 +1,366 @@
+"""The training loop: epochs of buckets handed out by a scheduler, checkpoints, resume.
+
+    run = shardgraph.train(config)             # or: shardgraph train CONFIG
+
+The loop does not know whether it runs alone or as one of many trainers: a
+BucketScheduler hands it buckets (the local one walks the epoch's bucket order; the
+distributed one takes buckets under a lock shared by all trainers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shardgraph import __version__
+from shardgraph.config import Config, dump_config, load_config
+from shardgraph.data.dataset import Dataset
+from shardgraph.errors import CheckpointError, ConfigError, TrainingError
+from shardgraph.model.model import Model
+from shardgraph.storage.buffer import PartitionBuffer
+from shardgraph.storage.checkpoint import CheckpointStore, describe
+from shardgraph.storage.run import RUN_FORMAT, RUN_FORMAT_VERSION
+from shardgraph.train.callbacks import (
+    BucketStats,
+    Callback,
+    EpochStats,
+    LogCallback,
+    MetricsLogCallback,
+    ProgressCallback,
+)
+from shardgraph.train.orders import Bucket, bucket_order
+from shardgraph.train.worker import BucketTask, TaskResult, TrainingContext, WorkerPool, bucket_partitions, train_task
+from shardgraph.utils.atomic import atomic_write_text, terminate_as_interrupt
+from shardgraph.utils.memory import PeakMemory
+
+log = logging.getLogger("shardgraph.train")
+
+# config sections whose change makes a checkpoint unusable for --resume
+SHAPE_KEYS = ("model", "entities", "relations")
+
+
+@dataclass
+class Run:
+    """A trained run directory, and what this invocation did."""
+
+    path: Path
+    config: Config
+    epochs: int  # epochs complete in the run directory
+    edges: int = 0  # edges trained by this invocation
+    train_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def edges_per_sec(self) -> float:
+        return self.edges / self.train_s if self.train_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "edges": self.edges, "train_s": round(self.train_s, 3),
+                "edges_per_sec": round(self.edges_per_sec, 1), "peak_rss_mb": self.peak_rss_mb,
+                "run_dir": str(self.path)}
+
+
+# ----------------------------------------------------------------------------- scheduling
+
+
+class BucketScheduler(ABC):
+    """Hands buckets to the training loop."""
+
+    @abstractmethod
+    def start_epoch(self, epoch: int, first: int) -> int:
+        """Begin an epoch whose first `first` buckets are already done; returns the epoch's bucket count."""
+
+    @abstractmethod
+    def acquire(self) -> tuple[int, Bucket] | None:
+        """The next bucket to train (its index in the epoch), or None when the epoch is done."""
+
+    def release(self, index: int, bucket: Bucket, stats: BucketStats) -> None:
+        """A bucket is trained."""
+
+    def upcoming(self) -> list[Bucket]:
+        """Buckets this trainer will probably train next (for prefetching and eviction)."""
+        return []
+
+    def end_epoch(self) -> None:
+        """All buckets of the epoch are trained (a barrier when distributed)."""
+
+    def buckets_done(self) -> int:
+        """Buckets of the current epoch that are trained (what a mid-epoch checkpoint records)."""
+        return 0
+
+
+class LocalScheduler(BucketScheduler):
+    """Walks the seeded bucket order of each epoch."""
+
+    def __init__(self, config: Config, n_lhs: int, n_rhs: int, buffer: int) -> None:
+        self.config = config
+        self.n_lhs, self.n_rhs, self.buffer = n_lhs, n_rhs, buffer
+        self.order: list[Bucket] = []
+        self.position = 0
+
+    def start_epoch(self, epoch: int, first: int) -> int:
+        t = self.config.training
+        self.order = bucket_order(t.bucket_order, self.n_lhs, self.n_rhs, t.seed, epoch, self.buffer)
+        self.position = first
+        return len(self.order)
+
+    def acquire(self) -> tuple[int, Bucket] | None:
+        if self.position >= len(self.order):
+            return None
+        index = self.position
+        self.position += 1
+        return index, self.order[index]
+
+    def upcoming(self) -> list[Bucket]:
+        return self.order[self.position :]
+
+    def buckets_done(self) -> int:
+        return self.position
+
+
+# ----------------------------------------------------------------------------- run directory
+
+
+def resolve_workers(config: Config) -> tuple[int, int]:
+    """(worker processes, torch threads per worker) for this machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    t = config.training
+    workers = t.workers or cores
+    if t.device == "cuda":
+        workers = 1
+    threads = t.threads or max(1, cores // workers)
+    return workers, threads
+
+
+def _shape_of(config: Config) -> dict[str, Any]:
+    plain = config.to_dict()
+    return {key: plain[key] for key in SHAPE_KEYS} | {"storage_dtype": plain["storage"]["storage_dtype"]}
+
+
+def prepare_run_dir(config: Config, dataset: Dataset, run_dir: Path, resume: bool,
+                    overwrite: bool) -> tuple[CheckpointStore, dict[str, Any] | None]:
+    """Create (or reopen with --resume) a run directory; returns its store and last checkpoint."""
+    existing = (run_dir / "checkpoint" / "manifest.json").exists()
+    if existing and not resume:
+        if not overwrite:
+            raise CheckpointError(f"{run_dir} already holds a trained run; pass --resume to continue it or "
+                                  "--overwrite to start again.")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = CheckpointStore(run_dir)
+    manifest = store.manifest() if resume else None
+    if manifest is not None:
+        saved = load_config(run_dir / "config.toml")
+        if _shape_of(saved) != _shape_of(config):
+            changed = [k for k in _shape_of(config) if _shape_of(saved)[k] != _shape_of(config)[k]]
+            raise ConfigError(f"--resume: the config changes {', '.join(changed)} of the run in {run_dir}; "
+                              "a checkpoint can only resume with the same model.")
+        info = json.loads((run_dir / "run.json").read_text())
+        if Path(info["dataset"]).resolve() != dataset.path.resolve():
+            log.warning(f"resuming {run_dir} on dataset {dataset.path}, it was trained on {info['dataset']}")
+        log.info(f"resuming from {describe(manifest)}")
+    else:
+        store.collect_garbage()
+        for stale in ("metrics.jsonl",):
+            (run_dir / stale).unlink(missing_ok=True)
+    atomic_write_text(run_dir / "config.toml", dump_config(config, commented=False))
+    atomic_write_text(run_dir / "run.json", json.dumps({
+        "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "shardgraph_version": __version__,
+        "dataset": str(dataset.path.resolve()),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }, indent=1))
+    return store, manifest
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / Path(config.data.dataset).name
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """Owns the partition buffer, the workers and the callbacks of one training invocation."""
+
+    def __init__(self, config: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False,
+                 overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
+                 scheduler: BucketScheduler | None = None) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.run_dir = run_dir
+        self.model = Model(config, dataset)
+        if dataset.edge_count("train") == 0:
+            raise TrainingError(f"{dataset.path} has no training edges.")
+        if config.training.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("training.device is cuda, but no CUDA device is available.")
+        self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
+        self.workers, self.threads = resolve_workers(config)
+        partitions = self.model.num_partitions
+        storage = config.storage
+        self.slots = partitions if storage.buffer_partitions == 0 else min(storage.buffer_partitions, partitions)
+        n_lhs = max((self.model.entity_types[r.lhs].partitions for r in self.model.relations), default=1)
+        n_rhs = max((self.model.entity_types[r.rhs].partitions for r in self.model.relations), default=1)
+        self.scheduler = scheduler or LocalScheduler(config, n_lhs, n_rhs, self.slots)
+        self.callbacks: list[Callback] = [LogCallback(config.training.epochs),
+                                          MetricsLogCallback(run_dir / "metrics.jsonl")]
+        if progress:
+            self.callbacks.append(ProgressCallback(config.training.epochs))
+        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0:
+            from shardgraph.eval.evaluate import EvalCallback
+
+            self.callbacks.append(EvalCallback(run_dir, config))
+        self.callbacks.extend(callbacks)
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+    def run(self) -> Run:
+        started = time.perf_counter()
+        config = self.config
+        t = config.training
+        start_epoch = int(self.manifest["epoch"]) if self.manifest else 0
+        start_bucket = int(self.manifest["buckets_done"]) if self.manifest else 0
+        history: list[dict[str, Any]] = []
+        edges_total = 0
+        if self.manifest:
+            history = list(self.manifest.get("history", []))
+        buffer = PartitionBuffer(self.model, self.store, self.manifest, slots=self.slots, seed=t.seed,
+                                 storage_dtype=config.storage.storage_dtype, prefetch=config.storage.prefetch)
+        pool: WorkerPool | None = None
+        context: TrainingContext | None = None
+        train_edges = self.dataset.edge_count("train")
+        with PeakMemory() as memory, terminate_as_interrupt():
+            try:
+                if self.workers > 1:
+                    pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
+                else:
+                    torch.set_num_threads(self.threads)
+                    context = TrainingContext(config, self.dataset, buffer.shared, t.device)
+                log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "
+                         f"{self.model.num_partitions} partition(s), {self.slots} in memory, {self.workers} "
+                         f"worker(s) x {self.threads} thread(s) -> {self.run_dir}")
+                self._emit("on_train_begin", self)
+                for epoch in range(start_epoch, t.epochs):
+                    first = start_bucket if epoch == start_epoch else 0
+                    stats = self._epoch(epoch, first, buffer, pool, context)
+                    edges_total += stats.edges
+                    record = {"epoch": epoch + 1, "edges": stats.edges, "seconds": round(stats.seconds, 3),
+                              "loss": stats.mean_loss, "partition_loads": stats.partition_loads}
+                    history.append(record)
+                    buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
+                                      extra={"history": history})
+                    self._emit("on_epoch_end", stats)
+                    if stats.eval:
+                        record["eval"] = stats.eval
+            finally:
+                if pool is not None:
+                    pool.close()
+                buffer.close()
+        run = Run(self.run_dir, config, epochs=t.epochs, edges=edges_total,
+                  train_s=time.perf_counter() - started, peak_rss_mb=memory.peak_mb, history=history)
+        self._emit("on_train_end", run)
+        return run
+
+    def _epoch(self, epoch: int, first: int, buffer: PartitionBuffer, pool: WorkerPool | None,
+               context: TrainingContext | None) -> EpochStats:
+        t = self.config.training
+        stats = EpochStats(epoch)
+        started = time.perf_counter()
+        buckets = self.scheduler.start_epoch(epoch, first)
+        self._emit("on_epoch_begin", epoch, buckets, self.dataset.edge_count("train"))
+        loads_before = buffer.loads
+        since_checkpoint = 0
+        while (item := self.scheduler.acquire()) is not None:
+            index, (lhs, rhs) = item
+            keys = bucket_partitions(self.model, lhs, rhs)
+            upcoming = [bucket_partitions(self.model, *b) for b in self.scheduler.upcoming()]
+            buffer.ensure(keys, upcoming)
+            if upcoming:
+                buffer.prefetch(upcoming[0])
+            info = self.dataset.bucket("train", lhs, rhs)
+            bucket_started = time.perf_counter()
+            results: list[TaskResult] = []
+            if info is not None and info.edges > 0:
+                results = self._train_bucket(epoch, lhs, rhs, info.edges, str(self.dataset.path / info.file),
+                                             buffer.slot_map(keys), pool, context)
+                buffer.mark_dirty(keys)
+            bucket = BucketStats(epoch, index, buckets, lhs, rhs, sum(r.edges for r in results),
+                                 sum(r.loss for r in results), time.perf_counter() - bucket_started,
+                                 buffer.loads - loads_before)
+            if not math.isfinite(bucket.loss):
+                raise TrainingError(
+                    f"The loss became {bucket.loss} in epoch {epoch + 1}, bucket ({lhs}, {rhs}). The embeddings "
+                    f"diverged: lower training.lr (now {t.lr}) or relation_lr, or set model.max_norm. "
+                    "The last good checkpoint is kept; resume from it with --resume after changing the config "
+                    "only in [training].")
+            stats.edges += bucket.edges
+            stats.loss += bucket.loss
+            self.scheduler.release(index, (lhs, rhs), bucket)
+            self._emit("on_bucket_end", bucket)
+            since_checkpoint += 1
+            done = self.scheduler.buckets_done()
+            if t.checkpoint_every_buckets and since_checkpoint >= t.checkpoint_every_buckets and done < buckets:
+                buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints, extra={})
+                since_checkpoint = 0
+        self.scheduler.end_epoch()
+        stats.seconds = time.perf_counter() - started
+        stats.partition_loads = buffer.loads - loads_before
+        return stats
+
+    def _train_bucket(self, epoch: int, lhs: int, rhs: int, edges: int, path: str, slots: dict[Any, int],
+                      pool: WorkerPool | None, context: TrainingContext | None) -> list[TaskResult]:
+        seed = self.config.training.seed
+
+        def progress(done: int) -> None:
+            self._emit("on_progress", done)
+
+        if pool is None:
+            assert context is not None
+            task = BucketTask(epoch, lhs, rhs, path, 0, edges, slots, seed)
+            return [train_task(context, task, progress)]
+        bounds = np.linspace(0, edges, pool.workers + 1).astype(int)
+        tasks = [BucketTask(epoch, lhs, rhs, path, int(bounds[r]), int(bounds[r + 1]), slots, seed, rank=r)
+                 for r in range(pool.workers) if bounds[r + 1] > bounds[r]]
+        return pool.run(tasks, progress)
+
+
+def train(config: Config | str | Path, *, dataset: str | Path | None = None, run_dir: str | Path | None = None,
+          resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = (),
+          progress: bool = True, scheduler: BucketScheduler | None = None) -> Run:
+    """Train embeddings on an imported dataset; returns the Run (its directory holds the checkpoint).
+
+    `dataset` and `run_dir` default to config.data.dataset and runs/<dataset name>. With
+    `resume`, a run directory holding a checkpoint continues from it.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    if dataset is not None:
+        config = config.replace(data=_with_dataset(config, str(dataset)))
+    if not config.data.dataset:
+        raise ConfigError("No dataset: set data.dataset in the config or pass --dataset.")
+    data = Dataset(config.data.dataset)
+    path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    trainer = Trainer(config, data, path, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                      progress=progress, scheduler=scheduler)
+    return trainer.run()
+
+
+def _with_dataset(config: Config, dataset: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config.data, dataset=dataset)

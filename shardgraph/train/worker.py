@@ -1,0 +1,258 @@
+"""Training a bucket: the edge stream, batches, and the HOGWILD worker processes.
+
+`train_task` is what trains: it streams a range of a bucket's edges from the memory-mapped
+bucket file in chunks, shuffles each chunk, cuts it into batches of one group (relations
+that can share negatives) and runs the batch step. With one worker it runs in the trainer
+process; with several, each spawned worker runs it on its share of the bucket, all of them
+updating the same shared-memory tables without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+from torch import Tensor
+
+from shardgraph.config import Config, config_from_dict
+from shardgraph.data.dataset import Dataset
+from shardgraph.errors import TrainingError
+from shardgraph.model.model import Model
+from shardgraph.storage.buffer import PartitionKey, SharedTables
+from shardgraph.train.step import BatchStep, Table
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class BucketTask:
+    """A range of one bucket's edges for one worker."""
+
+    epoch: int
+    lhs: int
+    rhs: int
+    path: str  # the bucket's .npy file
+    start: int
+    stop: int
+    slots: dict[PartitionKey, int]  # where the bucket's partitions sit in the shared slots
+    seed: int
+    rank: int = 0
+
+
+@dataclass
+class TaskResult:
+    loss: float
+    edges: int
+    seconds: float
+
+
+class TrainingContext:
+    """What a worker needs to train: the model, the batch step, the shared tables."""
+
+    def __init__(self, config: Config, dataset: Dataset, shared: SharedTables, device: str = "cpu") -> None:
+        self.config = config
+        self.model = Model(config, dataset)
+        self.shared = shared
+        self.device = torch.device(device)
+        self.step = BatchStep(self.model, config.training, shared.relations, shared.relation_state, self.device)
+        self.group_of_relation = self.model.group_of_relation
+        self.single_group = int(self.group_of_relation.max()) == 0 if len(self.group_of_relation) else True
+
+    def table(self, key: PartitionKey, slots: dict[PartitionKey, int]) -> Table:
+        entity_type, partition = key
+        slot = slots[key]
+        bias = self.shared.bias[entity_type] if self.config.model.global_bias else None
+        bias_state = self.shared.bias_state[entity_type] if bias is not None else None
+        return Table(self.shared.slots[entity_type][slot], self.shared.slot_state[entity_type][slot],
+                     self.model.entity_types[entity_type].partition_counts[partition], bias, bias_state)
+
+
+def bucket_partitions(model: Model, lhs: int, rhs: int) -> list[PartitionKey]:
+    """The (entity type, partition) pairs bucket (lhs, rhs) touches."""
+    keys: dict[PartitionKey, None] = {}
+    for rel in model.relations:
+        keys[(rel.lhs, model.entity_types[rel.lhs].partition_of_bucket(lhs))] = None
+        keys[(rel.rhs, model.entity_types[rel.rhs].partition_of_bucket(rhs))] = None
+    return list(keys)
+
+
+def iter_batches(edges: Tensor, group_of_relation: Tensor, single_group: bool, batch_size: int,
+                 generator: torch.Generator) -> Iterator[Tensor]:
+    """Batches (b, 3) of shuffled edges; every batch holds one group, batches of groups interleaved."""
+    edges = edges[torch.randperm(edges.shape[0], generator=generator)]
+    if single_group:
+        yield from edges.split(batch_size)
+        return
+    groups = group_of_relation[edges[:, 1]]
+    order = torch.argsort(groups, stable=True)
+    edges, groups = edges[order], groups[order]
+    counts = torch.bincount(groups).tolist()
+    batches = [b for part in edges.split(counts) if part.shape[0] for b in part.split(batch_size)]
+    for index in torch.randperm(len(batches), generator=generator).tolist():
+        yield batches[index]
+
+
+def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn | None = None) -> TaskResult:
+    """Train on edges [start, stop) of a bucket. Returns the summed loss and the edge count."""
+    started = time.perf_counter()
+    config = context.config.training
+    model = context.model
+    seed_seq = np.random.SeedSequence([config.seed, task.seed, task.epoch, task.lhs, task.rhs, task.rank])
+    rng = np.random.default_rng(seed_seq)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    edges_file = np.load(task.path, mmap_mode="r")
+    total = task.stop - task.start
+    chunk = config.edge_chunk_size
+    loss_sum = 0.0
+    done = 0
+    tables: dict[tuple[str, str], tuple[Table, Table]] = {}
+    for rel in model.relations:
+        lhs_key = (rel.lhs, model.entity_types[rel.lhs].partition_of_bucket(task.lhs))
+        rhs_key = (rel.rhs, model.entity_types[rel.rhs].partition_of_bucket(task.rhs))
+        if (rel.lhs, rel.rhs) not in tables:
+            lhs_table = context.table(lhs_key, task.slots)
+            rhs_table = lhs_table if lhs_key == rhs_key else context.table(rhs_key, task.slots)
+            tables[(rel.lhs, rel.rhs)] = (lhs_table, rhs_table)
+    for chunk_index in rng.permutation(max(1, -(-total // chunk))):
+        begin = task.start + int(chunk_index) * chunk
+        end = min(task.stop, begin + chunk)
+        if end <= begin:
+            continue
+        block = torch.from_numpy(np.asarray(edges_file[begin:end], dtype=np.int64))
+        if context.device.type != "cpu":
+            block = block.to(context.device)
+        for batch in iter_batches(block, context.group_of_relation, context.single_group, config.batch_size,
+                                  generator):
+            rel = model.relations[int(batch[0, 1])]
+            lhs_table, rhs_table = tables[(rel.lhs, rel.rhs)]
+            loss_sum += context.step.train_batch(lhs_table, rhs_table, batch[:, 0], batch[:, 1], batch[:, 2],
+                                                 generator)
+            done += batch.shape[0]
+            if progress is not None:
+                progress(done)
+            if not np.isfinite(loss_sum):
+                return TaskResult(float("nan"), done, time.perf_counter() - started)
+    return TaskResult(loss_sum, done, time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _worker_main(rank: int, config_dict: dict[str, Any], dataset_path: str, shared: SharedTables, threads: int,
+                 tasks: Any, results: Any, progress: Tensor) -> None:
+    """Entry point of a spawned worker: train the tasks it is sent until it gets None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when workers stop
+    torch.set_num_threads(max(1, threads))
+    parent = os.getppid()
+    try:
+        context = TrainingContext(config_from_dict(config_dict), Dataset(dataset_path), shared)
+    except BaseException:
+        results.put(("error", rank, traceback.format_exc()))
+        return
+    results.put(("ready", rank, None))
+    while True:
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the trainer died (kill -9): do not linger
+                return
+            continue
+        if task is None:
+            return
+        try:
+            progress[rank] = 0
+
+            def report(done: int) -> None:
+                progress[rank] = done
+
+            result = train_task(context, task, report)
+            results.put(("done", rank, result))
+        except BaseException:
+            results.put(("error", rank, traceback.format_exc()))
+
+
+class WorkerPool:
+    """Spawned worker processes that train the parts of a bucket in parallel (HOGWILD)."""
+
+    def __init__(self, workers: int, threads: int, config: Config, dataset_path: str, shared: SharedTables) -> None:
+        ctx = mp.get_context("spawn")
+        self.workers = workers
+        self.progress = torch.zeros(workers, dtype=torch.int64).share_memory_()
+        self.results = ctx.Queue()
+        self.queues = [ctx.Queue() for _ in range(workers)]
+        self.processes = [
+            ctx.Process(target=_worker_main, name=f"shardgraph-worker-{rank}", daemon=True,
+                        args=(rank, config.to_dict(), dataset_path, shared, threads, self.queues[rank],
+                              self.results, self.progress))
+            for rank in range(workers)
+        ]
+        for process in self.processes:
+            process.start()
+        ready = 0
+        while ready < workers:
+            kind, rank, payload = self._get()
+            if kind == "error":
+                self.close()
+                raise TrainingError(f"worker {rank} failed to start:\n{payload}")
+            ready += 1
+
+    def _get(self) -> tuple[str, int, Any]:
+        while True:
+            try:
+                item: tuple[str, int, Any] = self.results.get(timeout=0.5)
+                return item
+            except queue.Empty:
+                dead = [p for p in self.processes if not p.is_alive()]
+                if dead:
+                    raise TrainingError(f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
+                                        "see the log above. Out of memory?") from None
+
+    def run(self, tasks: list[BucketTask], progress: ProgressFn | None = None) -> list[TaskResult]:
+        """Run one task per worker and wait for all of them, reporting summed progress."""
+        for task in tasks:
+            self.queues[task.rank].put(task)
+        results: list[TaskResult] = []
+        pending = len(tasks)
+        while pending:
+            try:
+                kind, rank, payload = self.results.get(timeout=0.5)
+            except queue.Empty:
+                if progress is not None:
+                    progress(int(self.progress.sum()))
+                if any(not p.is_alive() for p in self.processes):
+                    self._get()  # raises with the dead worker's name
+                continue
+            if kind == "error":
+                raise TrainingError(f"worker {rank} failed:\n{payload}")
+            results.append(payload)
+            pending -= 1
+        return results
+
+    def close(self) -> None:
+        for q in self.queues:
+            try:
+                q.put(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.time() + 5
+        for process in self.processes:
+            process.join(timeout=max(0.0, deadline - time.time()))
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=2)
+        for q in [*self.queues, self.results]:
+            q.close()
+            q.join_thread()
