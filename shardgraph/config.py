@@ -107,7 +107,7 @@ class DataConfig:
     header: bool = opt(False, "the first line of each TSV/CSV file is a header to skip")
     unseen: str = opt("keep", "entities seen only in valid/test: keep them, or drop them with their edges",
                       one_of("keep", "drop"))
-    block_mb: int = opt(16, "size of the read buffer in MiB (memory is bounded by it and the dictionaries)",
+    block_mb: int = opt(2, "size of the read buffer in MiB (memory is bounded by it and the dictionaries)",
                         positive)
 
 

@@ -1,180 +1,208 @@
-"""A compact string-id -> dense-id dictionary for streaming import.
+"""A compact string-id -> dense-id dictionary for streaming import, in numpy only.
 
-Ids are never kept as Python strings: each id is hashed (two independent 64-bit hashes,
-i.e. a 128-bit key) straight from the arrow buffers by a compiled loop, and an
-open-addressing table maps the key to the dense id. That is 24 bytes per slot, about
-40 bytes per entity, against ~100 for a Python dict of str; and it runs at the speed of
-the bytes. The strings themselves go to the dictionary files on disk as they are first
-seen. The chance that two distinct ids share a 128-bit key is below 1e-18 for a billion
-ids, which we accept.
+Ids are never kept as Python strings. Each block's distinct ids (pyarrow's
+dictionary_encode, in order of first appearance) are hashed to 128-bit keys straight from
+the arrow buffers with vectorised numpy (a tabulation-polynomial hash, two independent
+64-bit halves), and looked up in a log-structured set of sorted key arrays: new keys form
+a small sorted level, and levels merge when a level reaches a quarter of the one below,
+so there are O(log n) levels and every key is merged O(log n) times. That is 24 bytes per
+entity (a Python dict of str takes ~100), no compiled code, and lookups run as sorted
+searches over whole blocks.
+
+Two different ids whose 64-bit first halves collide (likely somewhere past a few billion
+ids) are told apart by the second half: the later one lives in a small overflow map. Two
+ids with equal 128-bit keys would be merged; for a billion ids the chance is below 1e-20.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pyarrow as pa
 
-EMPTY = -1
-MAX_LOAD = 0.6
-
-_P1 = np.uint64(0x9E3779B185EBCA87)
-_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_P3 = np.uint64(0x165667B19E3779F9)
-_P5 = np.uint64(0x27D4EB2F165667C5)
-_SEED_A = np.uint64(0x243F6A8885A308D3)
-_SEED_B = np.uint64(0x13198A2E03707344)
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_TABLES = np.random.default_rng(0x5A4D).integers(0, 2**63, size=(2, 256), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_MULTIPLIERS = (np.uint64(0x9E3779B185EBCA87), np.uint64(0xC2B2AE3D27D4EB4F))
+_MERGE_RATIO = 4
+_HASH_SLICE_BYTES = 1 << 20
 
 
-@numba.njit(cache=True, inline="always")
-def _rotl(x: np.uint64, r: int) -> np.uint64:
-    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
-
-
-@numba.njit(cache=True, inline="always")
-def _avalanche(h: np.uint64) -> np.uint64:
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser (avalanche), in place."""
     h ^= h >> np.uint64(33)
-    h *= _P2
-    h ^= h >> np.uint64(29)
-    h *= _P3
-    h ^= h >> np.uint64(32)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
     return h
 
 
-@numba.njit(cache=True)
-def hash_string(data: np.ndarray, start: int, end: int, seed: np.uint64) -> np.uint64:
-    """64-bit hash of data[start:end] (xxHash-style byte rounds and avalanche)."""
-    h = seed + _P5 + np.uint64(end - start)
-    for i in range(start, end):
-        h ^= np.uint64(data[i]) * _P5
-        h = _rotl(h, 11) * _P1
-    return _avalanche(h)
+def _powers(multiplier: np.uint64, length: int) -> np.ndarray:
+    out = np.empty(length, dtype=np.uint64)
+    value = np.uint64(1)
+    with np.errstate(over="ignore"):
+        for i in range(length):
+            out[i] = value
+            value = value * multiplier
+    return out
 
 
-@numba.njit(cache=True)
-def _lookup(
-    slots: np.ndarray,
-    count: int,
-    limit: int,
-    offsets: np.ndarray,
-    data: np.ndarray,
-    first_row: int,
-    insert: bool,
-    out: np.ndarray,
-    new_rows: np.ndarray,
-    n_new: int,
-) -> tuple[int, int, int]:
-    """Map strings first_row.. of an arrow (offsets, data) pair to their dense ids.
-
-    `slots` is (capacity, 3) uint64: hash a, hash b, id + 1 (0 = empty slot), one cache
-    line per probe. With `insert`, unknown strings get the next ids (in order of first
-    appearance) and their rows go to new_rows; without it they map to -1. Stops early
-    when `count` reaches `limit` so the caller can grow the table.
-    Returns (next row to process, count, number of new strings).
-    """
-    mask = np.uint64(slots.shape[0] - 1)
-    n_rows = offsets.shape[0] - 1
-    row = first_row
-    while row < n_rows:
-        if count >= limit:
-            break
-        start = offsets[row]
-        end = offsets[row + 1]
-        ha = hash_string(data, start, end, _SEED_A)
-        hb = np.uint64(0)
-        have_b = False
-        slot = ha & mask
-        while True:
-            value = slots[slot, 2]
-            if value == np.uint64(0):
-                if insert:
-                    if not have_b:
-                        hb = hash_string(data, start, end, _SEED_B)
-                    slots[slot, 0] = ha
-                    slots[slot, 1] = hb
-                    slots[slot, 2] = np.uint64(count + 1)
-                    out[row] = count
-                    new_rows[n_new] = row
-                    n_new += 1
-                    count += 1
-                else:
-                    out[row] = EMPTY
-                break
-            if slots[slot, 0] == ha:
-                if not have_b:
-                    hb = hash_string(data, start, end, _SEED_B)
-                    have_b = True
-                if slots[slot, 1] == hb:
-                    out[row] = np.int64(value) - 1
-                    break
-            slot = (slot + np.uint64(1)) & mask
-        row += 1
-    return row, count, n_new
-
-
-@numba.njit(cache=True)
-def _reinsert(old: np.ndarray, new: np.ndarray) -> None:
-    mask = np.uint64(new.shape[0] - 1)
-    for i in range(old.shape[0]):
-        if old[i, 2] == 0:
-            continue
-        slot = old[i, 0] & mask
-        while new[slot, 2] != 0:
-            slot = (slot + np.uint64(1)) & mask
-        new[slot, 0] = old[i, 0]
-        new[slot, 1] = old[i, 1]
-        new[slot, 2] = old[i, 2]
+_POWERS: list[np.ndarray] = [_powers(m, 256) for m in _MULTIPLIERS]
 
 
 def string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, data) numpy views of an arrow string array, zero-copy, slice offset applied."""
+    """(offsets, data) numpy views of an arrow string array, zero-copy, offsets rebased to data."""
     if array.null_count:
         raise ValueError("string array with nulls")
-    offset_type: type[np.signedinteger]
     if pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type):
-        offset_type = np.int64
+        offset_type: type[np.signedinteger] = np.int64
     elif pa.types.is_string(array.type) or pa.types.is_binary(array.type):
         offset_type = np.int32
     else:
         raise TypeError(f"expected a string array, got {array.type}")
     buffers = array.buffers()
     offsets = np.frombuffer(buffers[1], dtype=offset_type)[array.offset : array.offset + len(array) + 1]
+    offsets = offsets.astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
-    return offsets, data
+    data = data[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], data
+
+
+def hash_strings(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent 64-bit hashes of every (non-empty) string of an arrow array."""
+    offsets, data = string_buffers(array)
+    lengths = np.diff(offsets)
+    if len(lengths) and lengths.min() == 0:
+        raise ValueError("empty strings cannot be hashed")
+    longest = int(lengths.max()) if len(lengths) else 0
+    global _POWERS
+    if longest > len(_POWERS[0]):
+        _POWERS = [_powers(m, max(longest, 2 * len(_POWERS[0]))) for m in _MULTIPLIERS]
+    out = (np.empty(len(lengths), np.uint64), np.empty(len(lengths), np.uint64))
+    # slices of at most ~1 MiB of id bytes keep the 8-byte-per-byte temporaries small
+    row = 0
+    while row < len(lengths):
+        end = int(np.searchsorted(offsets, offsets[row] + _HASH_SLICE_BYTES, side="right")) - 1
+        end = min(len(lengths), max(end, row + 1))
+        _hash_slice(offsets[row : end + 1], data, lengths[row:end], out, row)
+        row = end
+    return out
+
+
+def _hash_slice(offsets: np.ndarray, data: np.ndarray, lengths: np.ndarray,
+                out: tuple[np.ndarray, np.ndarray], row: int) -> None:
+    part = data[offsets[0] : offsets[-1]]
+    starts = offsets[:-1] - offsets[0]
+    position = np.arange(len(part), dtype=np.int64)
+    position -= np.repeat(starts, lengths)
+    with np.errstate(over="ignore"):
+        for half, (table, powers, multiplier) in enumerate(zip(_TABLES, _POWERS, _MULTIPLIERS, strict=True)):
+            terms = table[part]
+            terms *= powers[position]
+            h = np.add.reduceat(terms, starts)
+            h ^= lengths.astype(np.uint64) * multiplier
+            out[half][row : row + len(lengths)] = _fmix64(h)
+
+
+class _Level:
+    """Sorted keys (by first half) and their ids."""
+
+    __slots__ = ("first", "ids", "second")
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, ids: np.ndarray) -> None:
+        self.first, self.second, self.ids = first, second, ids
+
+    def __len__(self) -> int:
+        return len(self.first)
 
 
 class StringIdTable:
     """Dense ids for strings, assigned in order of first appearance."""
 
-    def __init__(self, capacity: int = 1 << 16) -> None:
-        self.slots = np.zeros((1 << max(4, int(capacity - 1).bit_length()), 3), dtype=np.uint64)
+    def __init__(self) -> None:
+        self.levels: list[_Level] = []
+        self.overflow: dict[tuple[int, int], int] = {}
         self.count = 0
 
     @property
-    def capacity(self) -> int:
-        return int(self.slots.shape[0])
-
-    @property
     def nbytes(self) -> int:
-        return int(self.slots.nbytes)
+        return sum(lv.first.nbytes + lv.second.nbytes + lv.ids.nbytes for lv in self.levels)
 
-    def _grow(self) -> None:
-        old = self.slots
-        self.slots = np.zeros((2 * old.shape[0], 3), dtype=np.uint64)
-        _reinsert(old, self.slots)
+    def _find(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ids of keys sorted by `first` (-1 if absent), and a mask of keys whose first half exists
+        with another second half. Sorted queries make the binary searches walk each level forward."""
+        ids = np.full(len(first), -1, dtype=np.int64)
+        clash = np.zeros(len(first), dtype=bool)
+        for level in self.levels:
+            pos = np.searchsorted(level.first, first)
+            np.minimum(pos, len(level) - 1, out=pos)
+            same_first = level.first[pos] == first
+            match = same_first & (level.second[pos] == second)
+            ids[match] = level.ids[pos[match]]
+            clash |= same_first & ~match
+        if self.overflow and clash.any():
+            for i in np.flatnonzero(clash & (ids < 0)):
+                found = self.overflow.get((int(first[i]), int(second[i])))
+                if found is not None:
+                    ids[i] = found
+        return ids, clash & (ids < 0)
 
-    def lookup(self, array: pa.Array, insert: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Ids of the strings in `array` (int64, -1 = unknown when not inserting), and the rows
-        where new strings first appeared (their ids are count_before, count_before + 1, ...)."""
-        offsets, data = string_buffers(array)
-        n = len(array)
-        out = np.empty(n, dtype=np.int64)
-        new_rows = np.empty(n if insert else 0, dtype=np.int64)
-        row = n_new = 0
-        while True:
-            limit = int(MAX_LOAD * self.capacity) if insert else self.count + 1
-            row, self.count, n_new = _lookup(self.slots, self.count, limit, offsets, data, row, insert,
-                                             out, new_rows, n_new)
-            if row >= n:
-                return out, new_rows[:n_new]
-            self._grow()
+    def _add(self, first: np.ndarray, second: np.ndarray, ids: np.ndarray, clash: np.ndarray) -> None:
+        """Insert new keys; keys whose first half is taken go to the overflow map."""
+        order = np.argsort(first, kind="stable")
+        first, second, ids, clash = first[order], second[order], ids[order], clash[order]
+        duplicate_first = np.zeros(len(first), dtype=bool)
+        duplicate_first[1:] = first[1:] == first[:-1]
+        to_overflow = clash | duplicate_first
+        for i in np.flatnonzero(to_overflow):
+            self.overflow[(int(first[i]), int(second[i]))] = int(ids[i])
+        keep = ~to_overflow
+        self.levels.append(_Level(first[keep], second[keep], ids[keep]))
+        while len(self.levels) > 1 and len(self.levels[-1]) * _MERGE_RATIO >= len(self.levels[-2]):
+            self._merge_last_two()
+
+    def _merge_last_two(self) -> None:
+        upper, lower = self.levels.pop(), self.levels.pop()
+        first = np.concatenate([lower.first, upper.first])
+        order = np.argsort(first, kind="stable")  # two sorted runs: a linear merge
+        merged_first = first[order]
+        del first
+        merged_second = np.concatenate([lower.second, upper.second])[order]
+        merged_ids = np.concatenate([lower.ids, upper.ids])[order]
+        self.levels.append(_Level(merged_first, merged_second, merged_ids))
+
+    def lookup(self, array: pa.Array, insert: bool) -> tuple[np.ndarray, pa.Array]:
+        """Ids of the strings in `array` (int64; -1 = unknown when not inserting), and the new
+        strings in the order they got their ids (count_before, count_before + 1, ...): the
+        order of their first appearance in `array`."""
+        if len(array) == 0:
+            return np.zeros(0, np.int64), array
+        first, second = hash_strings(array)
+        unique_first, first_row, inverse = np.unique(first, return_index=True, return_inverse=True)
+        unique_second = second[first_row]
+        if (unique_second[inverse] != second).any():
+            return self._lookup_slow(array, first, second, insert)
+        ids, clash = self._find(unique_first, unique_second)
+        new = np.flatnonzero(ids < 0)
+        if not insert or len(new) == 0:
+            return ids[inverse], array.slice(0, 0)
+        new = new[np.argsort(first_row[new])]
+        new_ids = np.arange(self.count, self.count + len(new), dtype=np.int64)
+        ids[new] = new_ids
+        self._add(unique_first[new], unique_second[new], new_ids, clash[new])
+        self.count += len(new)
+        return ids[inverse], array.take(pa.array(first_row[new]))
+
+    def _lookup_slow(self, array: pa.Array, first: np.ndarray, second: np.ndarray,
+                     insert: bool) -> tuple[np.ndarray, pa.Array]:
+        """Row by row: for the (astronomically rare) block holding two ids with equal first halves."""
+        out = np.empty(len(array), dtype=np.int64)
+        new_rows: list[int] = []
+        for row in range(len(array)):
+            ids, clash = self._find(first[row : row + 1], second[row : row + 1])
+            if ids[0] < 0 and insert:
+                ids[0] = self.count
+                self._add(first[row : row + 1], second[row : row + 1], ids.copy(), clash)
+                self.count += 1
+                new_rows.append(row)
+            out[row] = ids[0]
+        return out, array.take(pa.array(new_rows, type=pa.int64()))

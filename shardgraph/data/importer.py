@@ -80,7 +80,7 @@ class _EntityType:
         self.name = name
         self.partitions = partitions
         self.table = StringIdTable()
-        self.unseen_table = StringIdTable(16)  # distinct ids dropped by --unseen drop
+        self.unseen_table = StringIdTable()  # distinct ids dropped by --unseen drop
         self.unseen = 0
         self.files = [root / dictionary_file(name, p) for p in range(partitions)]
         self.hashers = [xxhash.xxh3_64() for _ in range(partitions)]
@@ -108,12 +108,12 @@ class _EntityType:
 
     def lookup(self, names: pa.Array, insert: bool) -> np.ndarray:
         before = self.table.count
-        ids, new_rows = self.table.lookup(names, insert)
-        if len(new_rows):
+        ids, new_names = self.table.lookup(names, insert)
+        if len(new_names):
             if self.table.count - 1 > MAX_LOCAL_ID * self.partitions:
                 raise InputError(f"entity type {self.name!r} has more than {MAX_LOCAL_ID:,} entities per partition; "
                                  "import with more partitions (--partitions)")
-            self.add_names(names.take(pa.array(new_rows)), before)
+            self.add_names(new_names, before)
         return ids
 
 
@@ -381,29 +381,40 @@ def _import_block(
     rel_lhs = np.array([type_index[r.lhs] for r in relations.configs], dtype=np.int64)
     rel_rhs = np.array([type_index[r.rhs] for r in relations.configs], dtype=np.int64)
     partitions = np.array([t.partitions for t in type_list], dtype=np.int64)
-    ends = {}
-    for side, side_types in (("lhs", rel_lhs[rel_ids]), ("rhs", rel_rhs[rel_ids])):
-        names: pa.Array = block.columns[side]
-        ids = np.empty(len(block), dtype=np.int64)
-        present = np.unique(side_types)
-        for t in present:
-            entity_type = type_list[int(t)]
-            rows = None if len(present) == 1 else np.flatnonzero(side_types == t)
-            subset = names if rows is None else names.take(pa.array(rows))
-            before = entity_type.table.count
-            got = entity_type.lookup(subset, insert)
-            if held_out and insert:
-                entity_type.unseen += entity_type.table.count - before
-            if not insert:
-                missing = got < 0
-                if missing.any():
-                    _, new_rows = entity_type.unseen_table.lookup(subset.filter(pa.array(missing)), True)
-                    entity_type.unseen += len(new_rows)
+    side_types = {"lhs": rel_lhs[rel_ids], "rhs": rel_rhs[rel_ids]}
+    ids = {side: np.empty(len(block), dtype=np.int64) for side in side_types}
+    present = np.unique(rel_lhs) if len(rel_lhs) and (rel_lhs == rel_lhs[0]).all() and (rel_rhs == rel_lhs[0]).all() \
+        else np.unique(np.concatenate(list(side_types.values())))
+    for t in present:
+        entity_type = type_list[int(t)]
+        # one lookup per type over both columns: ids are assigned lhs column first, then rhs
+        pieces, targets = [], []
+        for side, types_of_rows in side_types.items():
+            rows = np.flatnonzero(types_of_rows == t)
+            if len(rows) == len(block):
+                pieces.append(block.columns[side])
+                targets.append((side, None, len(rows)))
+            elif len(rows):
+                pieces.append(block.columns[side].take(pa.array(rows)))
+                targets.append((side, rows, len(rows)))
+        names = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
+        before = entity_type.table.count
+        got = entity_type.lookup(names, insert)
+        if held_out and insert:
+            entity_type.unseen += entity_type.table.count - before
+        if not insert:
+            missing = got < 0
+            if missing.any():
+                _, new_names = entity_type.unseen_table.lookup(names.filter(pa.array(missing)), True)
+                entity_type.unseen += len(new_names)
+        start = 0
+        for side, rows, n in targets:
             if rows is None:
-                ids[:] = got
+                ids[side][:] = got[start : start + n]
             else:
-                ids[rows] = got
-        ends[side] = (ids, partitions[side_types])
+                ids[side][rows] = got[start : start + n]
+            start += n
+    ends = {side: (ids[side], partitions[side_types[side]]) for side in side_types}
     (lhs, lhs_parts), (rhs, rhs_parts) = ends["lhs"], ends["rhs"]
     kept: np.ndarray | None = None
     n_dropped = 0

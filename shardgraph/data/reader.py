@@ -219,11 +219,13 @@ class EdgeFileReader:
             yield from self._iter_text()
 
     def _iter_text(self) -> Iterator[EdgeBlock]:
+        """Read the file a block of whole lines at a time and parse each block with pyarrow.
+
+        We cut the blocks ourselves (rather than use pyarrow's streaming reader, which reads
+        dozens of blocks ahead) so memory stays a small multiple of the block size.
+        """
         names = [f"c{i}" for i in range(self.roles.width)]
         wanted = [names[column] for _, column in self.roles.present()]
-        read_options = pacsv.ReadOptions(
-            block_size=self.block_bytes, column_names=names, skip_rows=int(self.header), use_threads=True
-        )
         parse_options = pacsv.ParseOptions(
             delimiter=self.delimiter,
             quote_char='"' if self.format == "csv" else False,
@@ -238,33 +240,49 @@ class EdgeFileReader:
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
-        line = 1 + int(self.header)
-        source = pa.input_stream(str(self.path), compression="gzip" if is_gzip(self.path) else None)
-        try:
-            reader = pacsv.open_csv(source, read_options=read_options, parse_options=parse_options,
-                                    convert_options=convert_options)
-        except pa.ArrowInvalid:
-            self._locate_problem(line)
-            raise
-        with source:
-            while True:
+        line = 1
+        with open_binary(self.path) as stream:
+            if self.header:
+                stream.readline()
+                line = 2
+            for chunk in self._line_blocks(stream):
+                read_options = pacsv.ReadOptions(block_size=len(chunk) + 1, column_names=names, use_threads=False)
                 try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except (pa.ArrowInvalid, OSError, EOFError) as exc:
+                    table = pacsv.read_csv(pa.py_buffer(chunk), read_options=read_options,
+                                           parse_options=parse_options, convert_options=convert_options)
+                except pa.ArrowInvalid as exc:
                     self._locate_problem(line, str(exc))
                     raise  # not reached: _locate_problem always raises
-                if batch.num_rows == 0:
+                if table.num_rows == 0:
                     continue
-                block = EdgeBlock(
-                    {role: batch.column(names[column]) for role, column in self.roles.present()}, first_line=line
-                )
+                block = EdgeBlock({role: table.column(names[column]).combine_chunks()
+                                   for role, column in self.roles.present()}, first_line=line)
                 self._check_block(block)
-                line += batch.num_rows
+                line += table.num_rows
                 yield block
         if line == 1 + int(self.header):
             raise InputError("is empty (no edges)", path=self.path)
+
+    def _line_blocks(self, stream: BinaryIO) -> Iterator[bytes]:
+        """Blocks of about block_bytes that end at a line break (the last one may not)."""
+        carry = b""
+        while True:
+            try:
+                data = stream.read(self.block_bytes)
+            except (EOFError, OSError) as exc:
+                raise InputError(f"cannot be read to the end ({exc}); is the file truncated?",
+                                 path=self.path) from None
+            if not data:
+                if carry:
+                    yield carry
+                return
+            data = carry + data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1 :]
+            yield data[: cut + 1]
 
     def _iter_parquet(self) -> Iterator[EdgeBlock]:
         try:

@@ -1,0 +1,73 @@
+"""Import speed and memory, shardgraph vs PyTorch-BigGraph's importer, on the same file in one run.
+
+    python bench/import_bench.py [--nodes 1000000] [--edges 10000000] [--partitions 1] [--workdir /tmp/sg-bench]
+
+Generates a power-law graph with the peers' generator (cached), then imports it with
+`shardgraph import` and with PBG's importer (its own converter, batched edge writer:
+../shared/peers/pbg/pbg_import_batched.py). Prints one JSON line per tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from bench.common import PEERS, PYTHON, emit, generated_graph, last_json, machine_load, pbg_python, run_measured
+
+PBG_CONFIG = """
+def get_torchbiggraph_config():
+    return dict(
+        entity_path={entity_path!r},
+        edge_paths=[{edge_path!r}],
+        checkpoint_path={checkpoint_path!r},
+        entities={{"node": {{"num_partitions": {partitions}}}}},
+        relations=[{{"name": "r0", "lhs": "node", "rhs": "node", "operator": "none"}}],
+        dynamic_relations=False,
+        dimension=100,
+    )
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=1_000_000)
+    ap.add_argument("--edges", type=int, default=10_000_000)
+    ap.add_argument("--partitions", type=int, default=1)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/sg-bench"))
+    ap.add_argument("--skip-pbg", action="store_true")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    graph = generated_graph(args.workdir, args.nodes, args.edges)["train"]
+    setting = f"{args.nodes}n_{args.edges}e_P{args.partitions}"
+
+    out = args.workdir / "import_sg"
+    shutil.rmtree(out, ignore_errors=True)
+    load = machine_load()
+    sg = run_measured([PYTHON, "-m", "shardgraph", "import", str(graph), "--out", str(out), "--partitions",
+                       str(args.partitions), "--json"])
+    summary = last_json(sg["stdout"])
+    emit({"bench": "import", "tool": "shardgraph", "setting": setting, "edges": summary["edges"]["train"],
+          "seconds": sg["seconds"], "edges_per_sec": round(summary["edges"]["train"] / sg["seconds"], 1),
+          "peak_mem_mb": sg["peak_mem_mb"], "import_s": summary["seconds"], "loadavg": load})
+    shutil.rmtree(out, ignore_errors=True)
+
+    if args.skip_pbg:
+        return
+    pbg_dir = args.workdir / "import_pbg"
+    shutil.rmtree(pbg_dir, ignore_errors=True)
+    pbg_dir.mkdir()
+    config = pbg_dir / "config.py"
+    config.write_text(PBG_CONFIG.format(entity_path=str(pbg_dir / "data"), edge_path=str(pbg_dir / "edges"),
+                                        checkpoint_path=str(pbg_dir / "model"), partitions=args.partitions))
+    load = machine_load()
+    pbg = run_measured([str(pbg_python()), str(PEERS / "pbg" / "pbg_import_batched.py"), "--lhs-col=0",
+                        "--rel-col=1", "--rhs-col=2", str(config), str(graph)])
+    emit({"bench": "import", "tool": "pbg", "setting": setting, "edges": args.edges, "seconds": pbg["seconds"],
+          "edges_per_sec": round(args.edges / pbg["seconds"], 1), "peak_mem_mb": pbg["peak_mem_mb"],
+          "loadavg": load})
+    shutil.rmtree(pbg_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
