@@ -388,7 +388,8 @@ def _import_block(
     for t in present:
         entity_type = type_list[int(t)]
         # one lookup per type over both columns: ids are assigned lhs column first, then rhs
-        pieces, targets = [], []
+        pieces: list[pa.Array] = []
+        targets: list[tuple[str, np.ndarray | None, int]] = []
         for side, types_of_rows in side_types.items():
             rows = np.flatnonzero(types_of_rows == t)
             if len(rows) == len(block):
@@ -408,11 +409,11 @@ def _import_block(
                 _, new_names = entity_type.unseen_table.lookup(names.filter(pa.array(missing)), True)
                 entity_type.unseen += len(new_names)
         start = 0
-        for side, rows, n in targets:
-            if rows is None:
+        for side, target_rows, n in targets:
+            if target_rows is None:
                 ids[side][:] = got[start : start + n]
             else:
-                ids[side][rows] = got[start : start + n]
+                ids[side][target_rows] = got[start : start + n]
             start += n
     ends = {side: (ids[side], partitions[side_types[side]]) for side in side_types}
     (lhs, lhs_parts), (rhs, rhs_parts) = ends["lhs"], ends["rhs"]

@@ -202,7 +202,7 @@ class Evaluator:
             for predict in tqdm(("rhs", "lhs"), desc=f"eval {split}", disable=not self.progress, leave=False):
                 directions[predict] = self.rank(edges, predict)
         both = directions["rhs"].concat(directions["lhs"])
-        result: dict[str, Any] = {"split": split, "filtered": self.filtered, "edges": int(len(edges)),
+        result: dict[str, Any] = {"split": split, "filtered": self.filtered, "edges": len(edges),
                                   **metrics_from_counts(both)}
         result["negatives"] = self.negatives or "all"
         for predict, counts in directions.items():

@@ -86,3 +86,65 @@ class SquaredL2Comparator(Comparator):
 
 def make_comparator(name: str) -> Comparator:
     return COMPARATORS.get(name)()
+
+
+# ----------------------------------------------------------------------------- hand-written gradients
+# The training step scores a chunk's candidates and takes gradients by hand for the
+# comparator and the loss (the part that dominates the cost); autograd handles the cheap
+# rest (operators, normalisation, regularisers). tests/test_scoring.py checks these
+# against autograd.
+
+
+def chunk_scores(name: str, q: Tensor, c: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Scores (C, M, N) of queries q (C, M, D) against candidates c (C, N, D), and what the
+    backward pass needs (the clamped squared distances for l2)."""
+    if name in ("dot", "cos"):
+        return torch.bmm(q, c.transpose(1, 2)), None
+    d2 = _squared_distances(q, c)
+    if name == "squared_l2":
+        return -d2, None
+    dist = d2.clamp_min(1e-30).sqrt_()
+    return -dist, dist
+
+
+def chunk_scores_backward(name: str, q: Tensor, c: Tensor, grad: Tensor,
+                          cache: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(dL/dq (C, M, D), dL/dc (C, N, D)) from dL/dscores (C, M, N)."""
+    if name in ("dot", "cos"):
+        return torch.bmm(grad, c), torch.bmm(grad.transpose(1, 2), q)
+    if name == "l2":
+        assert cache is not None
+        grad = grad / cache  # d(-sqrt(d2)) = -d(d2) / (2 sqrt(d2)); the 2 cancels below
+        sign = 1.0
+    else:
+        sign = 2.0
+    # scores = -d2 (scaled): dq = -sign (q Σ_j g_j - Σ_j g_j c_j), dc = sign (Σ_i g_i q_i - c Σ_i g_i)
+    dq = torch.baddbmm(q * grad.sum(2, keepdim=True), grad, c, alpha=-1).mul_(-sign)
+    dc = torch.baddbmm(c * grad.sum(1).unsqueeze(2), grad.transpose(1, 2), q, alpha=-1).mul_(-sign)
+    return dq, dc
+
+
+def pair_scores(name: str, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Scores (...,) of aligned rows, and the backward cache."""
+    if name in ("dot", "cos"):
+        return (q * p).sum(-1), None
+    diff = q - p
+    d2 = (diff * diff).sum(-1)
+    if name == "squared_l2":
+        return -d2, diff
+    dist = d2.clamp_min(1e-30).sqrt_()
+    return -dist, torch.cat([diff, dist.unsqueeze(-1)], -1)
+
+
+def pair_scores_backward(name: str, q: Tensor, p: Tensor, grad: Tensor, cache: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(dL/dq, dL/dp) from dL/dscores (...,)."""
+    g = grad.unsqueeze(-1)
+    if name in ("dot", "cos"):
+        return g * p, g * q
+    assert cache is not None
+    if name == "squared_l2":
+        dq = cache * (-2.0 * g)
+    else:
+        diff, dist = cache[..., :-1], cache[..., -1:]
+        dq = diff * (-g / dist)
+    return dq, -dq

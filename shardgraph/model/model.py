@@ -136,6 +136,8 @@ class Model:
 
     def directions(self, rel: RelationSpec) -> tuple[Direction, Direction]:
         """(predict rhs, predict lhs) for a relation."""
+        if rel.operator == "none":
+            return Direction("rhs", None, None), Direction("lhs", None, None)
         if self.dynamic:
             return (Direction("rhs", f"{LHS_SIDE}/{rel.operator}", None),
                     Direction("lhs", f"{RHS_SIDE}/{rel.operator}", None))

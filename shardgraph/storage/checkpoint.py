@@ -32,7 +32,6 @@ from shardgraph.errors import CheckpointError
 from shardgraph.utils.atomic import atomic_write_text, disk_full_message, fsync_dir, temp_sibling
 from shardgraph.utils.npy import payload_checksum
 
-
 FORMAT = "shardgraph-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -167,7 +166,8 @@ class CheckpointStore:
         import io
 
         buffer = io.BytesIO()
-        np.savez(buffer, **{key: to_numpy(t) for key, t in tensors.items()})
+        arrays: dict[str, Any] = {key: to_numpy(t) for key, t in tensors.items()}
+        np.savez(buffer, **arrays)
         data = buffer.getvalue()
         name = f"relations.v{self.next_version()}.npz"
         self._write_bytes(name, data)

@@ -80,8 +80,8 @@ class LogCallback(Callback):
 
     def on_epoch_end(self, s: EpochStats) -> None:
         rate = s.edges / s.seconds if s.seconds else 0.0
-        text = (f"epoch {s.epoch + 1}/{self.epochs} done: {s.edges:,} edges in {s.seconds:.1f} s ({rate:,.0f} edges/s), "
-                f"loss {s.mean_loss:.4f}, {s.partition_loads} partition loads")
+        text = (f"epoch {s.epoch + 1}/{self.epochs} done: {s.edges:,} edges in {s.seconds:.1f} s "
+                f"({rate:,.0f} edges/s), loss {s.mean_loss:.4f}, {s.partition_loads} partition loads")
         if s.eval:
             text += ", valid " + " ".join(f"{k} {v:.4f}" for k, v in s.eval.items() if isinstance(v, float))
         log.info(text)

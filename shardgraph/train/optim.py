@@ -7,20 +7,9 @@ use element-wise Adagrad.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 EPS = 1e-10
-
-
-def _sum_duplicates(index: Tensor, grad: Tensor, unique: bool) -> tuple[Tensor, Tensor]:
-    """(distinct rows, summed gradient of each) for gradients of possibly repeated rows."""
-    if unique:
-        return index, grad
-    rows, inverse = torch.unique(index, return_inverse=True)
-    summed = torch.zeros((rows.shape[0], *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
-    summed.index_add_(0, inverse, grad)
-    return rows, summed
 
 
 def _write_rows(table: Tensor, rows: Tensor, step: Tensor) -> None:
@@ -31,13 +20,16 @@ def _write_rows(table: Tensor, rows: Tensor, step: Tensor) -> None:
         table.index_copy_(0, rows, (table.index_select(0, rows).to(step.dtype) + step).to(table.dtype))
 
 
-def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, lr: float,
-                     unique: bool = False) -> None:
-    """Row-wise Adagrad on table[index] with gradient `grad` (len(index), D); state is (rows,)."""
-    rows, g = _sum_duplicates(index, grad, unique)
-    state.index_add_(0, rows, g.pow(2).mean(1))
-    scale = state.index_select(0, rows).sqrt_().add_(EPS).reciprocal_().mul_(-lr)
-    _write_rows(table, rows, g.mul_(scale.unsqueeze(1)))
+def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, lr: float) -> None:
+    """Row-wise Adagrad on table[index] with gradient `grad` (len(index), D); state is (rows,).
+
+    A row that occurs several times in `index` is updated once per occurrence, as if the
+    occurrences came in consecutive steps (no sort to merge them: it would cost more than
+    the rest of the update). Rows with a zero gradient are left unchanged.
+    """
+    state.index_add_(0, index, (grad * grad).mean(1))
+    scale = state.index_select(0, index).sqrt_().add_(EPS).reciprocal_().mul_(-lr)
+    _write_rows(table, index, grad.mul_(scale.unsqueeze(1)))
 
 
 def adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, lr: float) -> None:

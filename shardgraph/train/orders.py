@@ -38,7 +38,7 @@ def sequential_order(n_lhs: int, n_rhs: int, rng: np.random.Generator, buffer: i
 
 @BUCKET_ORDERS.register("random")
 def random_order(n_lhs: int, n_rhs: int, rng: np.random.Generator, buffer: int = 2) -> list[Bucket]:
-    buckets = sequential_order(n_lhs, n_rhs, rng)
+    buckets = sequential_order(n_lhs, n_rhs, rng, buffer)
     return [buckets[k] for k in rng.permutation(len(buckets))]
 
 
@@ -71,7 +71,7 @@ def outside_in_order(n_lhs: int, n_rhs: int, rng: np.random.Generator, buffer: i
 @BUCKET_ORDERS.register("affinity")
 def affinity_order(n_lhs: int, n_rhs: int, rng: np.random.Generator, buffer: int = 2) -> list[Bucket]:
     """Greedy: next is a random bucket among those sharing the most partitions with the current one."""
-    remaining = set(sequential_order(n_lhs, n_rhs, rng))
+    remaining = set(sequential_order(n_lhs, n_rhs, rng, buffer))
     current = (int(rng.integers(n_lhs)), int(rng.integers(n_rhs)))
     out = [current]
     remaining.discard(current)
@@ -148,13 +148,13 @@ def _beta(p: int, c: int) -> list[Bucket]:
             visit(fixed)
             continue
         for q in others:
-            visit(fixed + [q])
+            visit([*fixed, q])
     # buckets inside a trailing group smaller than the buffer are covered above; any left (only
     # possible for degenerate sizes) are appended in an order that keeps partitions together
-    for bucket in itertools.product(range(p), repeat=2):
-        if bucket not in visited:
-            visited.add(bucket)
-            out.append(bucket)
+    for i, j in itertools.product(range(p), repeat=2):
+        if (i, j) not in visited:
+            visited.add((i, j))
+            out.append((i, j))
     return out
 
 

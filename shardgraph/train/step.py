@@ -1,14 +1,18 @@
-"""One training step on a batch of edges: batched negatives, loss, backward, in-place Adagrad.
+"""One training step on a batch of edges: batched negatives, loss, gradients, in-place Adagrad.
 
 A batch of B edges is cut into chunks of C. For each chunk the candidates of a side are
 the chunk's own endpoints (batch negatives) plus U entities drawn uniformly from the
-current partition, shared by the chunk; one batched matrix product (C chunks × C × (C+U))
-scores them all. A candidate equal to the edge's own endpoint is masked out. With
-`all_negs` the candidates are every entity of the partition. Both ends are corrupted.
+current partition and shared by the chunk: one batched matrix product per block scores
+them all. A candidate equal to the edge's own endpoint is masked out. With `all_negs` the
+candidates are every entity of the partition. Both ends are corrupted.
 
-Embedding rows are gathered once per table into a leaf tensor, so the backward pass
-yields gradients only for the rows the batch used; those rows are updated in place
-(row-wise Adagrad) in the shared tables, without locks.
+Where the two directions score the same pairs (per-relation operators, or dynamic
+relations with operator none, and a symmetric comparator), the chunk's batch-negative
+block is computed once and used transposed by the other direction.
+
+The comparator and loss gradients are written by hand (they are most of the cost);
+autograd carries them through the operators into leaf copies of the rows the batch used,
+which are then updated in the shared tables (row-wise Adagrad, no locks).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import torch
 from torch import Tensor
 
 from shardgraph.config import TrainingConfig
-from shardgraph.model.model import Direction, Model
+from shardgraph.model.comparators import chunk_scores, chunk_scores_backward, pair_scores, pair_scores_backward
+from shardgraph.model.losses import loss_and_grad
+from shardgraph.model.model import Model
+from shardgraph.model.operators import Params
 from shardgraph.train.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
 
 
@@ -36,8 +43,29 @@ class Table:
 
 @dataclass
 class StepResult:
+    """The loss of a batch and the leaf tensors holding its gradients."""
+
     loss: float
-    edges: int
+    leaves: list[tuple[Table, Tensor, Tensor]]  # (table, row ids, gathered rows with .grad)
+    bias_leaves: list[tuple[Table, Tensor]]
+    relation_leaves: dict[str, Tensor]  # parameter rows of `relations_used`, with .grad
+    relations_used: Tensor
+
+
+class _Grads:
+    """Gradients for tensors of the autograd graph, summed per tensor, for one backward pass."""
+
+    def __init__(self) -> None:
+        self.items: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def add(self, tensor: Tensor, grad: Tensor) -> None:
+        if not tensor.requires_grad or grad.numel() == 0:
+            return
+        key = id(tensor)
+        if key in self.items:
+            self.items[key] = (tensor, self.items[key][1] + grad)
+        else:
+            self.items[key] = (tensor, grad)
 
 
 class BatchStep:
@@ -57,6 +85,7 @@ class BatchStep:
         self.reg_weight = model.config.model.regularization_weight
         self.weights = model.weights.to(self.device)
         self.weighted = bool((model.weights != 1).any())
+        self.complex = any(op.complex_valued for op in model.operators.values())
 
     # ------------------------------------------------------------------ public
     def train_batch(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
@@ -94,29 +123,56 @@ class BatchStep:
             rows = torch.renorm(rows, 2, 0, self.max_norm)
         return rows
 
+    @staticmethod
+    def _bias_leaf(table: Table, leaves: dict[int, tuple[Table, Tensor]]) -> Tensor | None:
+        """A leaf copy of the table's global bias for this batch (one per entity type)."""
+        if table.bias is None:
+            return None
+        key = id(table.bias)
+        if key not in leaves:
+            leaves[key] = (table, table.bias.detach().float().clone().requires_grad_())
+        return leaves[key][1]
+
+    def _transform(self, prefix: str | None, x: Tensor, params: Params, rel_index: Tensor | None) -> Tensor:
+        return self.model.comparator.prepare(self.model.apply(prefix, x, params, rel_index))
+
     def _train_chunks(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
                       chunk: int, generator: torch.Generator) -> float:
+        chunks = lhs.shape[0] // chunk
+        lhs_neg = self._negatives(lhs_table, chunks, generator)
+        rhs_neg = self._negatives(rhs_table, chunks, generator)
+        result = self.compute(lhs_table, rhs_table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk)
+        self.apply(result)
+        return result.loss
+
+    def apply(self, result: StepResult) -> None:
+        """Row-wise Adagrad on the rows the batch used; Adagrad on biases and relation parameters."""
+        for table, index, leaf_tensor in result.leaves:
+            if leaf_tensor.grad is not None:
+                rowwise_adagrad_(table.embeddings, table.state, index, leaf_tensor.grad, self.lr)
+        for table, bias_leaf in result.bias_leaves:
+            if bias_leaf.grad is not None and table.bias is not None and table.bias_state is not None:
+                dense_adagrad_(table.bias, table.bias_state, bias_leaf.grad, self.lr)
+        for key, rel_leaf in result.relation_leaves.items():
+            if rel_leaf.grad is not None:
+                adagrad_(self.relation_tables[key], self.relation_state[key], result.relations_used, rel_leaf.grad,
+                         self.relation_lr)
+
+    def compute(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor, lhs_neg: Tensor,
+                rhs_neg: Tensor, chunk: int) -> StepResult:
+        """Loss of edges (lhs, rel, rhs) (n,) in chunks of `chunk` against the given uniform negatives
+        ((chunks, U) ids per side, or (1, count) with all_negs), and the gradients of every row,
+        bias and relation parameter it used (in the `.grad` of the returned leaves)."""
         n = lhs.shape[0]
         chunks = n // chunk
         model = self.model
-        lhs_neg = self._negatives(lhs_table, chunks, generator)
-        rhs_neg = self._negatives(rhs_table, chunks, generator)
-        same = lhs_table.embeddings is rhs_table.embeddings
 
-        # one gather per table: positives and uniform negatives of both sides
-        parts = [lhs, rhs, lhs_neg.reshape(-1), rhs_neg.reshape(-1)]
-        if same:
-            index = torch.cat(parts)
-            leaf = lhs_table.embeddings.index_select(0, index).float().requires_grad_()
-            theta_l, theta_r, theta_ln, theta_rn = leaf.split([p.shape[0] for p in parts])
-            leaves = [(lhs_table, index, leaf)]
-        else:
-            index_l, index_r = torch.cat([parts[0], parts[2]]), torch.cat([parts[1], parts[3]])
-            leaf_l = lhs_table.embeddings.index_select(0, index_l).float().requires_grad_()
-            leaf_r = rhs_table.embeddings.index_select(0, index_r).float().requires_grad_()
-            theta_l, theta_ln = leaf_l.split([n, parts[2].shape[0]])
-            theta_r, theta_rn = leaf_r.split([n, parts[3].shape[0]])
-            leaves = [(lhs_table, index_l, leaf_l), (rhs_table, index_r, leaf_r)]
+        # gather the rows the batch uses (positives and uniform negatives of both sides) into
+        # leaf tensors: their gradients are the updates of exactly those rows
+        leaves = [(table, index, table.embeddings.index_select(0, index).float().requires_grad_())
+                  for table, index in ((lhs_table, lhs), (rhs_table, rhs), (lhs_table, lhs_neg.reshape(-1)),
+                                       (rhs_table, rhs_neg.reshape(-1)))]
+        theta_l, theta_r, theta_ln, theta_rn = (leaf for _, _, leaf in leaves)
         bias_leaves: dict[int, tuple[Table, Tensor]] = {}
         bias_l = self._bias_leaf(lhs_table, bias_leaves)
         bias_r = self._bias_leaf(rhs_table, bias_leaves)
@@ -130,101 +186,171 @@ class BatchStep:
             used, rel_index = rel[:1], None
         rel_leaves = {key: table.index_select(0, used).requires_grad_() for key, table in
                       self.relation_tables.items()}
-        relation = model.relations[int(rel[0])]
-        to_rhs, to_lhs = model.directions(relation)
+        to_rhs, to_lhs = model.directions(model.relations[int(rel[0])])
 
-        loss_r, reg_r = self._direction(to_rhs, theta_l, theta_r, theta_rn, rhs, rhs_neg, rel_leaves, rel_index,
-                                        chunks, chunk)
-        loss_l, reg_l = self._direction(to_lhs, theta_r, theta_l, theta_ln, lhs, lhs_neg, rel_leaves, rel_index,
-                                        chunks, chunk)
-        per_edge = loss_r + loss_l
-        if self.weighted:
-            per_edge = per_edge * self.weights[rel]
-        total = per_edge.sum()
-        if self.regularizer != "none" and self.reg_weight > 0:
-            total = total + self.reg_weight * (self._regularize(theta_l) + self._regularize(theta_r) + reg_r + reg_l)
-        total.backward()
+        def params(prefix: str | None) -> Params:
+            return model.params_of(rel_leaves, prefix) if prefix else {}
 
-        for table, index, leaf in leaves:
-            assert leaf.grad is not None
-            rowwise_adagrad_(table.embeddings, table.state, index, leaf.grad, self.lr)
-        for table, bias_leaf in bias_leaves.values():
-            if bias_leaf.grad is not None and table.bias is not None and table.bias_state is not None:
-                dense_adagrad_(table.bias, table.bias_state, bias_leaf.grad, self.lr)
-        for key, leaf in rel_leaves.items():
-            if leaf.grad is not None:
-                adagrad_(self.relation_tables[key], self.relation_state[key], used, leaf.grad, self.relation_lr)
-        return float(total.detach())
-
-    @staticmethod
-    def _bias_leaf(table: Table, leaves: dict[int, tuple[Table, Tensor]]) -> Tensor | None:
-        """A leaf copy of the table's global bias for this batch (one per entity type)."""
-        if table.bias is None:
-            return None
-        key = id(table.bias)
-        if key not in leaves:
-            leaves[key] = (table, table.bias.detach().float().clone().requires_grad_())
-        return leaves[key][1]
-
-    def _direction(self, direction: Direction, known: Tensor, positive: Tensor, negative: Tensor,
-                   positive_ids: Tensor, negative_ids: Tensor, rel_leaves: dict[str, Tensor],
-                   rel_index: Tensor | None, chunks: int, chunk: int) -> tuple[Tensor, Tensor]:
-        """Per-edge loss of predicting `positive` from `known` among the chunk's candidates.
-
-        known/positive: (n, D); negative: (chunks*U, D) or (count, D) with all_negs; ids alike.
-        Returns (loss (n,), regularizer of the relation parameters used by the query).
-        """
-        model = self.model
-        comparator = model.comparator
-        n, dim = known.shape
-        query_params = model.params_of(rel_leaves, direction.query_op) if direction.query_op else {}
-        query = comparator.prepare(model.apply(direction.query_op, known, query_params, rel_index))
-        cand_params = model.params_of(rel_leaves, direction.candidate_op) if direction.candidate_op else {}
-        pos_vec = comparator.prepare(model.apply(direction.candidate_op, positive, cand_params, None))
-        neg_vec = comparator.prepare(model.apply(direction.candidate_op, negative, cand_params, None))
-        pos_score = comparator.pairs(query, pos_vec)
-
-        t = self.training
-        if t.all_negs:
-            candidates = neg_vec.unsqueeze(0)
-            candidate_ids = negative_ids
-            query_chunks = query.unsqueeze(0)
+        # transformed vectors: query and candidates of each direction
+        query_r = self._transform(to_rhs.query_op, theta_l, params(to_rhs.query_op), rel_index)
+        pos_r = self._transform(to_rhs.candidate_op, theta_r, params(to_rhs.candidate_op), None)
+        neg_r = self._transform(to_rhs.candidate_op, theta_rn, params(to_rhs.candidate_op), None)
+        # every comparator is symmetric, so the directions score the same pairs when each one's
+        # query transform is the other's candidate transform
+        symmetric = to_lhs.query_op == to_rhs.candidate_op and to_lhs.candidate_op == to_rhs.query_op
+        if symmetric:
+            query_l, pos_l = pos_r, query_r
         else:
-            neg_vec = neg_vec.view(chunks, -1, dim)
-            if t.num_batch_negs > 0:
-                candidates = torch.cat([pos_vec.view(chunks, chunk, dim), neg_vec], dim=1)
-                candidate_ids = torch.cat([positive_ids.view(chunks, chunk), negative_ids], dim=1)
+            query_l = self._transform(to_lhs.query_op, theta_r, params(to_lhs.query_op), rel_index)
+            pos_l = self._transform(to_lhs.candidate_op, theta_l, params(to_lhs.candidate_op), None)
+        neg_l = self._transform(to_lhs.candidate_op, theta_ln, params(to_lhs.candidate_op), None)
+
+        grads = _Grads()
+        weight = self.weights[rel] if self.weighted else None
+        loss = self._score_both(query_r, pos_r, neg_r, rhs, rhs_neg, query_l, pos_l, neg_l, lhs, lhs_neg,
+                                symmetric, chunks, chunk, weight, grads)
+        total = float(loss.sum())
+        outputs = [tensor for tensor, _ in grads.items.values()]
+        output_grads = [grad for _, grad in grads.items.values()]
+        if self.regularizer != "none" and self.reg_weight > 0:
+            reg = self._regularize(theta_l) + self._regularize(theta_r)
+            for direction in (to_rhs, to_lhs):
+                if direction.query_op:
+                    reg = reg + self._regularize_params(params(direction.query_op), rel_index)
+                if direction.candidate_op and not model.dynamic:
+                    reg = reg + self._regularize_params(params(direction.candidate_op), None) * n
+            reg = self.reg_weight * reg
+            total += float(reg.detach())
+            outputs.append(reg)
+            output_grads.append(torch.ones_like(reg))
+        torch.autograd.backward(outputs, output_grads)
+        return StepResult(total, leaves, list(bias_leaves.values()), rel_leaves, used)
+
+    def _score_both(self, query_r: Tensor, pos_r: Tensor, neg_r: Tensor, rhs: Tensor, rhs_neg: Tensor,
+                    query_l: Tensor, pos_l: Tensor, neg_l: Tensor, lhs: Tensor, lhs_neg: Tensor, symmetric: bool,
+                    chunks: int, chunk: int, weight: Tensor | None, grads: _Grads) -> Tensor:
+        """Loss (n,) of both directions; adds d(loss)/d(vectors) to `grads`.
+
+        Each direction: a query (n, D) against its positive (n, D), the chunk's positives
+        (batch negatives) and the uniform negatives (chunks*U, D) or all entities (count, D).
+        """
+        name = self.model.comparator.name
+        t = self.training
+        n, dim = query_r.shape
+        use_batch = t.num_batch_negs > 0 and not t.all_negs
+        qr, pr, nr = query_r.detach(), pos_r.detach(), neg_r.detach()
+        ql, pl, nl = query_l.detach(), pos_l.detach(), neg_l.detach()
+
+        def chunked(x: Tensor) -> Tensor:
+            return x.view(1, n, dim) if t.all_negs else x.view(chunks, -1, dim)
+
+        def uniform_block(q: Tensor, u: Tensor, ids: Tensor, neg_ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+            scores, cache = chunk_scores(name, chunked(q), u.view(1, -1, dim) if t.all_negs else chunked(u))
+            valid = chunked_ids(ids).unsqueeze(2) != neg_ids.unsqueeze(1)
+            return scores, valid, cache
+
+        def chunked_ids(ids: Tensor) -> Tensor:
+            return ids.view(1, n) if t.all_negs else ids.view(chunks, chunk)
+
+        # positives
+        pos_score_r, pos_cache_r = pair_scores(name, qr, pr)
+        if symmetric:
+            pos_score_l, pos_cache_l = pos_score_r, pos_cache_r
+        else:
+            pos_score_l, pos_cache_l = pair_scores(name, pl, ql)  # score(lhs candidate, rhs query)
+
+        blocks_r: list[tuple[Tensor, Tensor]] = []
+        blocks_l: list[tuple[Tensor, Tensor]] = []
+        caches: dict[str, Tensor | None] = {}
+        if use_batch:
+            score_rb, cache_rb = chunk_scores(name, chunked(qr), chunked(pr))
+            valid_rb = chunked_ids(rhs).unsqueeze(2) != chunked_ids(rhs).unsqueeze(1)
+            blocks_r.append((score_rb, valid_rb))
+            caches["rb"] = cache_rb
+            valid_lb = chunked_ids(lhs).unsqueeze(2) != chunked_ids(lhs).unsqueeze(1)
+            if symmetric:
+                blocks_l.append((score_rb.transpose(1, 2), valid_lb))
             else:
-                candidates, candidate_ids = neg_vec, negative_ids
-            query_chunks = query.view(chunks, chunk, dim)
-        neg_score = comparator.all_pairs(query_chunks, candidates).reshape(n, -1)
-        rows_per_chunk = n if t.all_negs else chunk
-        valid = (positive_ids.view(-1, rows_per_chunk, 1) != candidate_ids.unsqueeze(1)).reshape(n, -1)
-        loss = model.loss(pos_score, neg_score, valid)
-        reg = self._regularize_params(query_params, rel_index) if direction.query_op else loss.new_zeros(())
-        if direction.candidate_op and not model.dynamic:
-            reg = reg + self._regularize_params(cand_params, None) * n
-        return loss, reg
+                score_lb, cache_lb = chunk_scores(name, chunked(ql), chunked(pl))
+                blocks_l.append((score_lb, valid_lb))
+                caches["lb"] = cache_lb
+        if rhs_neg.numel():
+            score_ru, valid_ru, cache_ru = uniform_block(qr, nr, rhs, rhs_neg)
+            blocks_r.append((score_ru, valid_ru))
+            caches["ru"] = cache_ru
+        if lhs_neg.numel():
+            score_lu, valid_lu, cache_lu = uniform_block(ql, nl, lhs, lhs_neg)
+            blocks_l.append((score_lu, valid_lu))
+            caches["lu"] = cache_lu
+
+        loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, blocks_r, weight, n)
+        loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, blocks_l, weight, n)
+
+        # back through the comparator, by hand
+        if symmetric:
+            dq, dp = pair_scores_backward(name, qr, pr, d_pos_r + d_pos_l, pos_cache_r)
+            grads.add(query_r, dq)
+            grads.add(pos_r, dp)
+        else:
+            dq, dp = pair_scores_backward(name, qr, pr, d_pos_r, pos_cache_r)
+            grads.add(query_r, dq)
+            grads.add(pos_r, dp)
+            dp_l, dq_l = pair_scores_backward(name, pl, ql, d_pos_l, pos_cache_l)
+            grads.add(query_l, dq_l)
+            grads.add(pos_l, dp_l)
+        index_r = index_l = 0
+        if use_batch:
+            d_rb = d_blocks_r[0]
+            if symmetric:
+                d_rb = d_rb + d_blocks_l[0].transpose(1, 2)
+            dq, dp = chunk_scores_backward(name, chunked(qr), chunked(pr), d_rb, caches["rb"])
+            grads.add(query_r, dq.reshape(n, dim))
+            grads.add(pos_r, dp.reshape(n, dim))
+            if not symmetric:
+                dq, dp = chunk_scores_backward(name, chunked(ql), chunked(pl), d_blocks_l[0], caches["lb"])
+                grads.add(query_l, dq.reshape(n, dim))
+                grads.add(pos_l, dp.reshape(n, dim))
+            index_r = index_l = 1
+        if rhs_neg.numel():
+            u = nr.view(1, -1, dim) if t.all_negs else chunked(nr)
+            dq, du = chunk_scores_backward(name, chunked(qr), u, d_blocks_r[index_r], caches["ru"])
+            grads.add(query_r, dq.reshape(n, dim))
+            grads.add(neg_r, du.reshape(-1, dim))
+        if lhs_neg.numel():
+            u = nl.view(1, -1, dim) if t.all_negs else chunked(nl)
+            dq, du = chunk_scores_backward(name, chunked(ql), u, d_blocks_l[index_l], caches["lu"])
+            grads.add(query_l, dq.reshape(n, dim))
+            grads.add(neg_l, du.reshape(-1, dim))
+        return loss_r + loss_l
+
+    def _loss(self, pos: Tensor, blocks: list[tuple[Tensor, Tensor]], weight: Tensor | None,
+              n: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Per-edge loss over the concatenated negative blocks, with gradients per block."""
+        sizes = [scores.shape[2] for scores, _ in blocks]
+        negs = torch.cat([scores.reshape(n, -1) for scores, _ in blocks], dim=1)
+        valid = torch.cat([v.reshape(n, -1) for _, v in blocks], dim=1)
+        loss, d_pos, d_neg = loss_and_grad(self.model.loss, pos, negs, valid)
+        if weight is not None:
+            loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg * weight.unsqueeze(1)
+        d_blocks = [d.reshape(scores.shape) for d, (scores, _) in zip(d_neg.split(sizes, dim=1), blocks, strict=True)]
+        return loss, d_pos, d_blocks
 
     # ------------------------------------------------------------------ regularizers
     def _regularize(self, x: Tensor) -> Tensor:
         if self.regularizer == "l2":
             return x.pow(2).sum()
-        if self._complex():
+        if self.complex:
             half = x.shape[-1] // 2
             return (x[..., :half].pow(2) + x[..., half:].pow(2)).pow(1.5).sum()
         return x.abs().pow(3).sum()
 
-    def _regularize_params(self, params: dict[str, Tensor], rel_index: Tensor | None) -> Tensor:
-        if not params or self.regularizer == "none" or self.reg_weight <= 0:
-            return torch.zeros((), device=self.device)
+    def _regularize_params(self, params: Params, rel_index: Tensor | None) -> Tensor:
+        zero = torch.zeros((), device=self.device)
+        if not params:
+            return zero
         rows = {k: (v if rel_index is None else v[rel_index]) for k, v in params.items()}
         if self.regularizer == "l2":
-            return sum((v.pow(2).sum() for v in rows.values()), torch.zeros((), device=self.device))
+            return sum((v.pow(2).sum() for v in rows.values()), zero)
         if "real" in rows and "imag" in rows:
             return (rows["real"].pow(2) + rows["imag"].pow(2)).pow(1.5).sum()
-        return sum((v.abs().pow(3).sum() for k, v in rows.items() if k != "phase"),
-                   torch.zeros((), device=self.device))
-
-    def _complex(self) -> bool:
-        return any(op.complex_valued for op in self.model.operators.values())
+        return sum((v.abs().pow(3).sum() for k, v in rows.items() if k != "phase"), zero)

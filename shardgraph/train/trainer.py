@@ -42,7 +42,15 @@ from shardgraph.train.callbacks import (
     ProgressCallback,
 )
 from shardgraph.train.orders import Bucket, bucket_order
-from shardgraph.train.worker import BucketTask, TaskResult, TrainingContext, WorkerPool, bucket_partitions, train_task
+from shardgraph.train.worker import (
+    BucketTask,
+    TaskResult,
+    TrainingContext,
+    WorkerPool,
+    bucket_partitions,
+    configure_torch,
+    train_task,
+)
 from shardgraph.utils.atomic import atomic_write_text, terminate_as_interrupt
 from shardgraph.utils.memory import PeakMemory
 
@@ -249,7 +257,7 @@ class Trainer:
                 if self.workers > 1:
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
                 else:
-                    torch.set_num_threads(self.threads)
+                    configure_torch(self.threads)
                     context = TrainingContext(config, self.dataset, buffer.shared, t.device)
                 log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "
                          f"{self.model.num_partitions} partition(s), {self.slots} in memory, {self.workers} "
@@ -259,7 +267,7 @@ class Trainer:
                     first = start_bucket if epoch == start_epoch else 0
                     stats = self._epoch(epoch, first, buffer, pool, context)
                     edges_total += stats.edges
-                    record = {"epoch": epoch + 1, "edges": stats.edges, "seconds": round(stats.seconds, 3),
+                    record: dict[str, Any] = {"epoch": epoch + 1, "edges": stats.edges, "seconds": round(stats.seconds, 3),
                               "loss": stats.mean_loss, "partition_loads": stats.partition_loads}
                     history.append(record)
                     buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,

@@ -9,6 +9,7 @@ updating the same shared-memory tables without locks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -56,6 +57,13 @@ class TaskResult:
     loss: float
     edges: int
     seconds: float
+
+
+def configure_torch(threads: int) -> None:
+    """Threads per process, and flush denormals: tiny gradients of freshly initialised
+    embeddings otherwise hit the CPU's slow path for subnormal floats."""
+    torch.set_num_threads(max(1, threads))
+    torch.set_flush_denormal(True)
 
 
 class TrainingContext:
@@ -154,7 +162,7 @@ def _worker_main(rank: int, config_dict: dict[str, Any], dataset_path: str, shar
                  tasks: Any, results: Any, progress: Tensor) -> None:
     """Entry point of a spawned worker: train the tasks it is sent until it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when workers stop
-    torch.set_num_threads(max(1, threads))
+    configure_torch(threads)
     parent = os.getppid()
     try:
         context = TrainingContext(config_from_dict(config_dict), Dataset(dataset_path), shared)
@@ -242,10 +250,8 @@ class WorkerPool:
 
     def close(self) -> None:
         for q in self.queues:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 q.put(None)
-            except (OSError, ValueError):
-                pass
         deadline = time.time() + 5
         for process in self.processes:
             process.join(timeout=max(0.0, deadline - time.time()))
