@@ -1,0 +1,304 @@
+"""The batched scorer and the hand-written gradients against naive per-edge references."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shardgraph.config import COMPARATOR_NAMES, LOSS_NAMES, OPERATOR_NAMES, Config, load_config
+from shardgraph.data.dataset import Dataset
+from shardgraph.data.importer import import_edges
+from shardgraph.model.comparators import COMPARATORS
+from shardgraph.model.losses import LOSSES, loss_and_grad, make_loss
+from shardgraph.model.model import Model
+from shardgraph.model.operators import OPERATORS, random_params
+from shardgraph.train.step import BatchStep, Table
+from tests.conftest import write_lines
+
+DIM = 6
+ENTITIES = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    lines = [f"e{i}\tr{i % 3}\te{(i * 5 + 1) % ENTITIES}" for i in range(ENTITIES * 2)]
+    edges = write_lines(root / "g.tsv", lines)
+    import_edges([edges], root / "ds", progress=False)
+    return root / "ds"
+
+
+def make_config(operator: str, comparator: str, dynamic: bool, loss: str = "softmax", **training: object) -> Config:
+    overrides = [f"model.dimension={DIM}", f"model.comparator={comparator}", f"model.loss={loss}",
+                 "model.margin=0.3", f"model.dynamic_relations={'true' if dynamic else 'false'}"]
+    if dynamic:
+        overrides.append(f"model.operator={operator}")
+    else:
+        overrides.append("relations=[" + ", ".join(
+            f'{{name="r{r}", operator="{operator}", weight={1.0 + 0.5 * r}}}' for r in range(3)) + "]")
+    overrides += [f"training.{k}={v if not isinstance(v, bool) else str(v).lower()}" for k, v in training.items()]
+    return load_config(None, overrides)
+
+
+# ----------------------------------------------------------------------------- naive references
+
+
+def naive_operator(name: str, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """op(x) for one vector x (D,) with one relation's parameters, written from the definitions."""
+    if name == "none":
+        return x
+    if name == "translation":
+        return x + params["translation"]
+    if name == "diagonal":
+        return x * params["diagonal"]
+    if name == "linear":
+        return params["linear"] @ x
+    if name == "affine":
+        return params["linear"] @ x + params["translation"]
+    half = x.shape[0] // 2
+    z = torch.complex(x[:half], x[half:])
+    if name == "complex_diagonal":
+        w = torch.complex(params["real"], params["imag"])
+    else:
+        w = torch.complex(torch.cos(params["phase"]), torch.sin(params["phase"]))
+    out = z * w
+    return torch.cat([out.real, out.imag])
+
+
+def naive_compare(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if name == "dot":
+        return (a * b).sum()
+    if name == "cos":
+        return (a * b).sum() / (a.norm() * b.norm())
+    if name == "l2":
+        return -(a - b).norm()
+    return -((a - b) ** 2).sum()
+
+
+def naive_score(model: Model, tables: dict[str, torch.Tensor], s: torch.Tensor, r: int, d: torch.Tensor,
+                predict: str = "rhs") -> torch.Tensor:
+    """The score of one edge, from PBG's definitions (see shardgraph.model.model)."""
+    rel = model.relations[r]
+    op = rel.operator
+    comparator = model.comparator.name
+
+    def params(side: str) -> dict[str, torch.Tensor]:
+        prefix = f"{side}/{op}/"
+        return {k[len(prefix):]: v[r] for k, v in tables.items() if k.startswith(prefix)}
+
+    if not model.dynamic:
+        return naive_compare(comparator, s, naive_operator(op, params("rhs"), d))
+    if predict == "rhs":
+        return naive_compare(comparator, naive_operator(op, params("lhs"), s), d)
+    return naive_compare(comparator, s, naive_operator(op, params("rhs"), d))
+
+
+def naive_loss(name: str, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
+    if name == "softmax":
+        return torch.logsumexp(torch.cat([pos.view(1), neg]), 0) - pos
+    if name == "logistic":
+        return torch.nn.functional.softplus(-pos) + torch.nn.functional.softplus(neg).mean()
+    return torch.relu(margin - pos + neg).sum()
+
+
+# ----------------------------------------------------------------------------- registries
+
+
+def test_registries_match_the_config_names() -> None:
+    assert set(OPERATORS.names()) == set(OPERATOR_NAMES)
+    assert set(COMPARATORS.names()) == set(COMPARATOR_NAMES)
+    assert set(LOSSES.names()) == set(LOSS_NAMES)
+    from shardgraph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Unknown operator 'translate'. Known: .*translation"):
+        OPERATORS.get("translate")
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+@pytest.mark.parametrize(("operator", "comparator", "dynamic"),
+                         list(itertools.product(OPERATOR_NAMES, COMPARATOR_NAMES, (False, True))))
+def test_batched_score_equals_naive(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool) -> None:
+    model = Model(make_config(operator, comparator, dynamic), Dataset(tiny_dataset))
+    generator = torch.Generator().manual_seed(1)
+    tables = {}
+    for prefix, op in model.operators.items():
+        for name, value in random_params(op, len(model.relations), generator).items():
+            tables[f"{prefix}/{name}"] = value
+    lhs, rhs = torch.randn(7, DIM, generator=generator), torch.randn(7, DIM, generator=generator)
+    rel = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    batched = model.score(lhs, rel, rhs, tables)
+    naive = torch.stack([naive_score(model, tables, lhs[i], int(rel[i]), rhs[i]) for i in range(7)])
+    torch.testing.assert_close(batched, naive, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("loss_name", LOSS_NAMES)
+def test_loss_gradients_equal_autograd(loss_name: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    loss = make_loss(loss_name, 0.5)
+    pos = torch.randn(5, generator=generator, requires_grad=True)
+    neg = torch.randn(5, 7, generator=generator, requires_grad=True)
+    valid = torch.rand(5, 7, generator=generator) > 0.3
+    reference = loss(pos, neg, valid)
+    reference.sum().backward()
+    value, d_pos, d_neg = loss_and_grad(loss, pos.detach(), neg.detach(), valid)
+    torch.testing.assert_close(value, reference.detach())
+    torch.testing.assert_close(d_pos, pos.grad)
+    torch.testing.assert_close(d_neg, neg.grad)
+
+
+def test_loss_values_by_hand() -> None:
+    pos = torch.tensor([1.0, 0.0])
+    neg = torch.tensor([[0.0, 2.0], [0.0, 0.0]])
+    valid = torch.tensor([[True, True], [True, False]])
+    softmax = make_loss("softmax", 0.1)(pos, neg, valid)
+    assert softmax[0].item() == pytest.approx(math.log(math.e + 1 + math.e**2) - 1.0)
+    assert softmax[1].item() == pytest.approx(math.log(2.0))
+    ranking = make_loss("ranking", 0.5)(pos, neg, valid)
+    assert ranking.tolist() == pytest.approx([0.0 + 1.5, 0.5])
+    logistic = make_loss("logistic", 0.1)(pos, neg, valid)
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    assert logistic[0].item() == pytest.approx(softplus(-1.0) + (softplus(0.0) + softplus(2.0)) / 2)
+    assert logistic[1].item() == pytest.approx(softplus(0.0) + softplus(0.0))
+
+
+# ----------------------------------------------------------------------------- the training step
+
+
+def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool, loss: str,
+               all_negs: bool = False, regularizer: str = "none") -> None:
+    chunk, chunks, uniform = 3, 2, 4
+    config = make_config(operator, comparator, dynamic, loss, num_batch_negs=chunk, num_uniform_negs=uniform,
+                         all_negs=all_negs)
+    if regularizer != "none":
+        config = config.replace(model=type(config.model)(**{**config.model.__dict__, "regularizer": regularizer,
+                                                            "regularization_weight": 0.01}))
+    model = Model(config, Dataset(tiny_dataset))
+    generator = torch.Generator().manual_seed(3)
+    tables = {}
+    for prefix, op in model.operators.items():
+        for name, value in random_params(op, len(model.relations), generator).items():
+            tables[f"{prefix}/{name}"] = value
+    state = {k: torch.zeros_like(v) for k, v in tables.items()}
+    embeddings = torch.randn(ENTITIES, DIM, generator=generator)
+    table = Table(embeddings.clone(), torch.zeros(ENTITIES), ENTITIES)
+    step = BatchStep(model, config.training, {k: v.clone() for k, v in tables.items()}, state)
+    n = chunk * chunks
+    lhs = torch.tensor([0, 1, 2, 3, 3, 5])
+    rhs = torch.tensor([4, 4, 7, 8, 9, 1])  # a repeated rhs in chunk 0: masked from its own negatives
+    rel = torch.tensor([0, 1, 2, 0, 1, 2]) if dynamic else torch.zeros(n, dtype=torch.long)
+    if all_negs:
+        lhs_neg = rhs_neg = torch.arange(ENTITIES).unsqueeze(0)
+        chunk = n
+    else:
+        lhs_neg = torch.tensor([[5, 6, 0, 11], [2, 2, 10, 1]])
+        rhs_neg = torch.tensor([[4, 7, 1, 0], [8, 3, 3, 6]])  # 4 equals a positive of chunk 0, 8 of chunk 1
+    result = step.compute(table, table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk)
+
+    # naive: one edge at a time, with autograd
+    emb = embeddings.clone().requires_grad_()
+    params = {k: v.clone().requires_grad_() for k, v in tables.items()}
+    total = torch.zeros(())
+    for i in range(n):
+        c = i // chunk
+        r = int(rel[i])
+        weight = model.relations[r].weight
+        for predict, known, truth, batch_ids, uniform_ids in (("rhs", lhs, rhs, rhs, rhs_neg), ("lhs", rhs, lhs, lhs, lhs_neg)):
+            candidates = list(range(ENTITIES)) if all_negs else \
+                batch_ids[c * chunk : (c + 1) * chunk].tolist() + uniform_ids[c].tolist()
+            candidates = [x for x in candidates if x != int(truth[i])]
+
+            def score(other: int, truth_side: int = int(truth[i]), predict: str = predict) -> torch.Tensor:
+                if predict == "rhs":
+                    return naive_score(model, params, emb[int(known[i])], r, emb[other], "rhs")
+                return naive_score(model, params, emb[other], r, emb[int(known[i])], "lhs")
+
+            pos = score(int(truth[i]))
+            neg = torch.stack([score(x) for x in candidates])
+            total = total + weight * naive_loss(loss, pos, neg, config.model.margin)
+    if regularizer != "none":
+        total = total + 0.01 * (naive_regularizer(regularizer, emb[lhs], operator)
+                                + naive_regularizer(regularizer, emb[rhs], operator))
+        for direction in model.directions(model.relations[0]):
+            for prefix in (direction.query_op, direction.candidate_op if not dynamic else None):
+                if prefix:
+                    rows = rel if dynamic else torch.zeros(n, dtype=torch.long)
+                    total = total + 0.01 * naive_param_regularizer(regularizer, params, prefix, rows)
+    total.backward()
+    assert result.loss == pytest.approx(total.item(), rel=1e-4, abs=1e-4)
+    grad = torch.zeros(ENTITIES, DIM)
+    for _, index, leaf in result.leaves:
+        if leaf.grad is not None:
+            grad.index_add_(0, index, leaf.grad)
+    torch.testing.assert_close(grad, emb.grad, rtol=1e-4, atol=1e-4)
+    for key, leaf in result.relation_leaves.items():
+        full = torch.zeros_like(tables[key])
+        if leaf.grad is not None:
+            full[result.relations_used] = leaf.grad
+        expected = params[key].grad if params[key].grad is not None else torch.zeros_like(full)
+        torch.testing.assert_close(full, expected, rtol=1e-4, atol=1e-4)
+
+
+def naive_regularizer(name: str, x: torch.Tensor, operator: str) -> torch.Tensor:
+    if name == "l2":
+        return (x**2).sum()
+    if operator in ("complex_diagonal", "rotate"):
+        half = x.shape[1] // 2
+        return ((x[:, :half] ** 2 + x[:, half:] ** 2) ** 1.5).sum()
+    return (x.abs() ** 3).sum()
+
+
+def naive_param_regularizer(name: str, params: dict[str, torch.Tensor], prefix: str,
+                            rows: torch.Tensor) -> torch.Tensor:
+    chosen = {k[len(prefix) + 1:]: v[rows] for k, v in params.items() if k.startswith(prefix + "/")}
+    if name == "l2":
+        return sum(((v**2).sum() for v in chosen.values()), torch.zeros(()))
+    if "real" in chosen:
+        return ((chosen["real"] ** 2 + chosen["imag"] ** 2) ** 1.5).sum()
+    return sum(((v.abs() ** 3).sum() for k, v in chosen.items() if k != "phase"), torch.zeros(()))
+
+
+@pytest.mark.parametrize(("comparator", "loss"), list(itertools.product(COMPARATOR_NAMES, LOSS_NAMES)))
+def test_step_equals_naive_per_comparator_and_loss(tiny_dataset: Path, comparator: str, loss: str) -> None:
+    _step_case(tiny_dataset, "translation", comparator, dynamic=False, loss=loss)
+
+
+@pytest.mark.parametrize(("operator", "dynamic"), list(itertools.product(OPERATOR_NAMES, (False, True))))
+def test_step_equals_naive_per_operator(tiny_dataset: Path, operator: str, dynamic: bool) -> None:
+    _step_case(tiny_dataset, operator, "dot", dynamic=dynamic, loss="softmax")
+
+
+@pytest.mark.parametrize("comparator", COMPARATOR_NAMES)
+def test_step_all_negs_equals_naive(tiny_dataset: Path, comparator: str) -> None:
+    _step_case(tiny_dataset, "complex_diagonal", comparator, dynamic=True, loss="softmax", all_negs=True)
+
+
+@pytest.mark.parametrize(("operator", "regularizer"), [("complex_diagonal", "n3"), ("diagonal", "n3"),
+                                                       ("translation", "l2")])
+def test_step_regularizers_equal_naive(tiny_dataset: Path, operator: str, regularizer: str) -> None:
+    _step_case(tiny_dataset, operator, "dot", dynamic=True, loss="softmax", regularizer=regularizer)
+
+
+def test_positive_is_excluded_from_its_negatives(tiny_dataset: Path) -> None:
+    """A uniform negative equal to the edge's own rhs changes nothing: it is masked out."""
+    config = make_config("none", "dot", True, "softmax", num_batch_negs=1, num_uniform_negs=2)
+    model = Model(config, Dataset(tiny_dataset))
+    embeddings = torch.randn(ENTITIES, DIM, generator=torch.Generator().manual_seed(0))
+    step = BatchStep(model, config.training, {}, {})
+    table = Table(embeddings, torch.zeros(ENTITIES), ENTITIES)
+    lhs, rel, rhs = torch.tensor([0]), torch.tensor([0]), torch.tensor([2])
+    lhs_neg = torch.tensor([[5]])
+
+    def loss(rhs_neg: list[int]) -> float:
+        return step.compute(table, table, lhs, rel, rhs, lhs_neg, torch.tensor([rhs_neg]), 1).loss
+
+    assert loss([2, 7]) == pytest.approx(loss([7]))  # 2 is the positive itself
+    assert loss([9, 7]) > loss([7])  # a real negative counts
