@@ -270,8 +270,9 @@ def _build(cls: type[C], raw: Any, path: str) -> C:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in raw:
         if key not in fields:
-            where = f"{path}.{key}" if path else key
-            raise ConfigError(f"Unknown config key {where!r}.{did_you_mean(key, list(fields))} "
+            prefix = f"{path}." if path else ""
+            hint = did_you_mean(key, list(fields)).replace(" '", " '" + prefix)
+            raise ConfigError(f"Unknown config key {prefix + key!r}.{hint} "
                               f"Valid keys{' of ' + path if path else ''}: {', '.join(fields)}.")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():

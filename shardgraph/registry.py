@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 def did_you_mean(name: str, known: list[str]) -> str:
     """A ' Did you mean ...?' suffix listing the known names closest to `name`, or ''."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

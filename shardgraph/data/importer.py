@@ -387,10 +387,12 @@ def _import_block(
         else np.unique(np.concatenate(list(side_types.values())))
     for t in present:
         entity_type = type_list[int(t)]
-        # one lookup per type over both columns: ids are assigned lhs column first, then rhs
+        # one lookup per type over both columns, in line order (lhs before rhs within a line), so
+        # ids are assigned in order of first appearance in the file
         pieces: list[pa.Array] = []
         targets: list[tuple[str, np.ndarray | None, int]] = []
-        for side, types_of_rows in side_types.items():
+        keys: list[np.ndarray] = []
+        for side_index, (side, types_of_rows) in enumerate(side_types.items()):
             rows = np.flatnonzero(types_of_rows == t)
             if len(rows) == len(block):
                 pieces.append(block.columns[side])
@@ -398,7 +400,13 @@ def _import_block(
             elif len(rows):
                 pieces.append(block.columns[side].take(pa.array(rows)))
                 targets.append((side, rows, len(rows)))
+            else:
+                continue
+            keys.append(rows * 2 + side_index)
+        order = np.argsort(np.concatenate(keys), kind="stable") if len(pieces) > 1 else None
         names = pa.concat_arrays(pieces) if len(pieces) > 1 else pieces[0]
+        if order is not None:
+            names = names.take(pa.array(order))
         before = entity_type.table.count
         got = entity_type.lookup(names, insert)
         if held_out and insert:
@@ -408,6 +416,10 @@ def _import_block(
             if missing.any():
                 _, new_names = entity_type.unseen_table.lookup(names.filter(pa.array(missing)), True)
                 entity_type.unseen += len(new_names)
+        if order is not None:
+            unordered = np.empty_like(got)
+            unordered[order] = got
+            got = unordered
         start = 0
         for side, target_rows, n in targets:
             if target_rows is None:

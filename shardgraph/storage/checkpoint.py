@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,13 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def from_numpy(array: np.ndarray, dtype_name: str) -> torch.Tensor:
-    """The inverse of to_numpy: a tensor of the named dtype sharing the array's memory."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    """The inverse of to_numpy: a tensor of the named dtype sharing the array's memory.
+
+    Read-only memory maps are shared as they are (torch warns about them): callers only read.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
     if dtype_name == "bfloat16":
         return tensor.view(torch.bfloat16)
     return tensor

@@ -95,3 +95,42 @@ class TrainedRun:
         if self.config.model.max_norm > 0:
             vectors = torch.renorm(vectors, 2, 0, self.config.model.max_norm)
         return vectors
+
+
+def create_run(run_dir: str | Path, config: Config, dataset: Dataset, embeddings: dict[str, list[Tensor]],
+               relation_params: dict[str, Tensor] | None = None, *, epoch: int = 0) -> TrainedRun:
+    """Write a run directory holding the given embeddings (type -> one (rows, D) tensor per
+    partition) and relation parameters, as a complete checkpoint. For runs made outside the
+    trainer: tests with hand-chosen embeddings, embeddings of new nodes."""
+    import dataclasses
+
+    from shardgraph.config import dump_config
+    from shardgraph.storage.checkpoint import PartitionFiles
+    from shardgraph.utils.atomic import atomic_write_text
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = config.replace(data=dataclasses.replace(config.data, dataset=str(dataset.path)))
+    model = Model(config, dataset)
+    atomic_write_text(run_dir / "config.toml", dump_config(config, commented=False))
+    atomic_write_text(run_dir / "run.json", json.dumps({
+        "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "dataset": str(dataset.path.resolve())}))
+    store = CheckpointStore(run_dir)
+    files: dict[str, dict[int, PartitionFiles]] = {}
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(config.storage.storage_dtype, torch.float32)
+    for entity_type, spec in model.entity_types.items():
+        files[entity_type] = {}
+        for partition in range(spec.partitions):
+            table = embeddings[entity_type][partition]
+            if tuple(table.shape) != (spec.partition_counts[partition], spec.dim):
+                raise CheckpointError(f"embeddings of {entity_type} partition {partition} have shape "
+                                      f"{tuple(table.shape)}, expected {(spec.partition_counts[partition], spec.dim)}")
+            files[entity_type][partition] = store.write_partition(entity_type, partition, table.to(dtype),
+                                                                  torch.zeros(table.shape[0]))
+    params = model.init_relation_params()
+    params.update(relation_params or {})
+    tensors = {f"rel/{k}": v for k, v in params.items()} | {f"relstate/{k}": torch.zeros_like(v)
+                                                          for k, v in params.items()}
+    relations = store.write_relations(tensors)
+    store.commit(epoch=epoch, buckets_done=0, partitions=files, relations=relations)
+    return TrainedRun(run_dir)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from shardgraph import __version__
 from shardgraph.config import Config, dump_config, load_config
@@ -223,15 +224,15 @@ class Trainer:
         n_lhs = max((self.model.entity_types[r.lhs].partitions for r in self.model.relations), default=1)
         n_rhs = max((self.model.entity_types[r.rhs].partitions for r in self.model.relations), default=1)
         self.scheduler = scheduler or LocalScheduler(config, n_lhs, n_rhs, self.slots)
-        self.callbacks: list[Callback] = [LogCallback(config.training.epochs),
-                                          MetricsLogCallback(run_dir / "metrics.jsonl")]
+        self.callbacks: list[Callback] = []
         if progress:
             self.callbacks.append(ProgressCallback(config.training.epochs))
         if config.training.eval_every > 0 and dataset.edge_count("valid") > 0:
             from shardgraph.eval.evaluate import EvalCallback
 
-            self.callbacks.append(EvalCallback(run_dir, config))
-        self.callbacks.extend(callbacks)
+            self.callbacks.append(EvalCallback(run_dir, config))  # before the loggers: they report its result
+        self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(run_dir / "metrics.jsonl"),
+                           *callbacks]
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -252,7 +253,7 @@ class Trainer:
         pool: WorkerPool | None = None
         context: TrainingContext | None = None
         train_edges = self.dataset.edge_count("train")
-        with PeakMemory() as memory, terminate_as_interrupt():
+        with PeakMemory() as memory, terminate_as_interrupt(), logging_redirect_tqdm([logging.getLogger("shardgraph")]):
             try:
                 if self.workers > 1:
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)

@@ -10,6 +10,7 @@ updating the same shared-memory tables without locks.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import queue
@@ -60,10 +61,24 @@ class TaskResult:
 
 
 def configure_torch(threads: int) -> None:
-    """Threads per process, and flush denormals: tiny gradients of freshly initialised
-    embeddings otherwise hit the CPU's slow path for subnormal floats."""
+    """Threads per process; flush denormals (tiny gradients of freshly initialised embeddings
+    otherwise hit the CPU's slow path for subnormal floats); and keep freed memory in the
+    allocator, since every batch allocates the same large score matrices again."""
     torch.set_num_threads(max(1, threads))
     torch.set_flush_denormal(True)
+    keep_freed_memory()
+
+
+def keep_freed_memory() -> None:
+    """glibc: serve large allocations from the heap and never trim it, so the score matrices
+    of each batch reuse the pages of the last one instead of faulting in fresh ones."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
 class TrainingContext:
@@ -85,6 +100,47 @@ class TrainingContext:
         bias_state = self.shared.bias_state[entity_type] if bias is not None else None
         return Table(self.shared.slots[entity_type][slot], self.shared.slot_state[entity_type][slot],
                      self.model.entity_types[entity_type].partition_counts[partition], bias, bias_state)
+
+    def bucket_tables(self, task: BucketTask) -> tuple[dict[tuple[str, str], tuple[Table, Table]], Callable[[], None]]:
+        """The tables of each (lhs type, rhs type) of a bucket, and a function that writes them back.
+
+        On the CPU they are the shared tables themselves. On a GPU the bucket's partitions, the
+        relation parameters and the biases are copied to the device for the bucket and copied
+        back after it (the write-back function).
+        """
+        model = self.model
+        tables: dict[tuple[str, str], tuple[Table, Table]] = {}
+        cache: dict[PartitionKey, Table] = {}
+        on_device = self.device.type != "cpu"
+        copies: list[tuple[Tensor, Tensor]] = []
+
+        def moved(tensor: Tensor | None) -> Tensor | None:
+            if tensor is None or not on_device:
+                return tensor
+            copy = tensor.to(self.device)
+            copies.append((tensor, copy))
+            return copy
+
+        for rel in model.relations:
+            for key in ((rel.lhs, model.entity_types[rel.lhs].partition_of_bucket(task.lhs)),
+                        (rel.rhs, model.entity_types[rel.rhs].partition_of_bucket(task.rhs))):
+                if key not in cache:
+                    shared = self.table(key, task.slots)
+                    cache[key] = Table(moved(shared.embeddings[: shared.count]),  # type: ignore[arg-type]
+                                       moved(shared.state[: shared.count]),  # type: ignore[arg-type]
+                                       shared.count, moved(shared.bias), moved(shared.bias_state))
+            lhs_key = (rel.lhs, model.entity_types[rel.lhs].partition_of_bucket(task.lhs))
+            rhs_key = (rel.rhs, model.entity_types[rel.rhs].partition_of_bucket(task.rhs))
+            tables[(rel.lhs, rel.rhs)] = (cache[lhs_key], cache[rhs_key])
+        if on_device:
+            self.step.relation_tables = {k: moved(v) for k, v in self.shared.relations.items()}  # type: ignore[misc]
+            self.step.relation_state = {k: moved(v) for k, v in self.shared.relation_state.items()}  # type: ignore[misc]
+
+        def write_back() -> None:
+            for original, copy in copies:
+                original.copy_(copy)
+
+        return tables, write_back
 
 
 def bucket_partitions(model: Model, lhs: int, rhs: int) -> list[PartitionKey]:
@@ -125,14 +181,7 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     chunk = config.edge_chunk_size
     loss_sum = 0.0
     done = 0
-    tables: dict[tuple[str, str], tuple[Table, Table]] = {}
-    for rel in model.relations:
-        lhs_key = (rel.lhs, model.entity_types[rel.lhs].partition_of_bucket(task.lhs))
-        rhs_key = (rel.rhs, model.entity_types[rel.rhs].partition_of_bucket(task.rhs))
-        if (rel.lhs, rel.rhs) not in tables:
-            lhs_table = context.table(lhs_key, task.slots)
-            rhs_table = lhs_table if lhs_key == rhs_key else context.table(rhs_key, task.slots)
-            tables[(rel.lhs, rel.rhs)] = (lhs_table, rhs_table)
+    tables, write_back = context.bucket_tables(task)
     for chunk_index in rng.permutation(max(1, -(-total // chunk))):
         begin = task.start + int(chunk_index) * chunk
         end = min(task.stop, begin + chunk)
@@ -152,6 +201,7 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
                 progress(done)
             if not np.isfinite(loss_sum):
                 return TaskResult(float("nan"), done, time.perf_counter() - started)
+    write_back()
     return TaskResult(loss_sum, done, time.perf_counter() - started)
 
 

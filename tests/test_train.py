@@ -1,0 +1,241 @@
+"""Training end to end: learning, partitions, determinism, resume after kill -9, clean interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shardgraph.config import Config, load_config
+from shardgraph.data.importer import import_edges
+from shardgraph.errors import CheckpointError, TrainingError
+from shardgraph.eval.evaluate import evaluate
+from shardgraph.storage.checkpoint import CheckpointStore
+from shardgraph.train.trainer import train
+from tests.conftest import REPO, kg_files, write_lines
+
+KG_CONFIG = [
+    "model.dimension=32", "model.operator=complex_diagonal", "model.comparator=dot", "model.loss=softmax",
+    "training.batch_size=256", "training.num_batch_negs=64", "training.num_uniform_negs=64",
+    "training.lr=0.1", "training.workers=1", "training.epochs=10",
+]
+
+
+def kg_dataset(tmp_path: Path, name: str, partitions: int = 1) -> Path:
+    files = kg_files(name)
+    out = tmp_path / f"{name}-p{partitions}"
+    import_edges([files["train"]], out, valid=[files["valid"]], test=[files["test"]], partitions=partitions,
+                 progress=False)
+    return out
+
+
+def kg_config(dataset: Path, *extra: str) -> Config:
+    return load_config(None, [*KG_CONFIG, f"data.dataset={dataset}", *extra])
+
+
+def checkpoint_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    store = CheckpointStore(run_dir)
+    manifest = store.manifest()
+    assert manifest is not None
+    out = {}
+    for entity_type, parts in manifest["partitions"].items():
+        for part in parts:
+            emb, state = store.load_partition(store.partition_files(manifest, entity_type, int(part)))
+            out[f"{entity_type}/{part}/emb"], out[f"{entity_type}/{part}/state"] = emb, state
+    out.update({f"rel/{k}": v for k, v in store.load_relations(manifest).items()})
+    return out
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_small_kg_learns(tmp_path: Path, partitions: int) -> None:
+    dataset = kg_dataset(tmp_path, "umls", partitions)
+    run = train(kg_config(dataset), run_dir=tmp_path / "run", progress=False)
+    assert run.epochs == 10 and run.edges == 10 * 5216
+    assert run.history[-1]["loss"] < run.history[0]["loss"]
+    metrics = evaluate(run.path, split="test")
+    # random ranking of 135 entities gives an MRR near 0.04
+    assert metrics["mrr"] > 0.4, metrics
+    assert metrics["hits@10"] > 0.7, metrics
+
+
+def test_seeded_single_worker_runs_are_identical(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "nations", 2)
+    config = kg_config(dataset, "training.epochs=3", "training.bucket_order=random")
+    train(config, run_dir=tmp_path / "a", progress=False)
+    train(config, run_dir=tmp_path / "b", progress=False)
+    a, b = checkpoint_arrays(tmp_path / "a"), checkpoint_arrays(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_stop_and_resume_gives_the_same_result(tmp_path: Path) -> None:
+    """Resume from a mid-epoch checkpoint: the same embeddings as an uninterrupted run."""
+    dataset = kg_dataset(tmp_path, "nations", 2)
+    config = kg_config(dataset, "training.epochs=2", "training.checkpoint_every_buckets=1",
+                       "training.keep_checkpoints=10")
+    train(config, run_dir=tmp_path / "full", progress=False)
+    # replay: keep only the checkpoint after epoch 1, bucket 2, then resume
+    history = sorted((tmp_path / "full" / "checkpoint" / "history").glob("manifest.v*.json"),
+                     key=lambda p: int(p.name.split(".v")[1].split(".")[0]))
+    manifests = [json.loads(p.read_text()) for p in history]
+    middle = next(m for m in manifests if m["epoch"] == 1 and m["buckets_done"] == 2)
+    import shutil
+
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    (tmp_path / "resumed" / "checkpoint" / "manifest.json").write_text(json.dumps(middle))
+    train(config, run_dir=tmp_path / "resumed", resume=True, progress=False)
+    a, b = checkpoint_arrays(tmp_path / "full"), checkpoint_arrays(tmp_path / "resumed")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _train_command(config_path: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "shardgraph", "train", str(config_path), "--out", str(run_dir), "--no-progress",
+            *extra]
+
+
+def _write_config(path: Path, config: Config) -> Path:
+    from shardgraph.config import dump_config
+
+    path.write_text(dump_config(config))
+    return path
+
+
+def test_kill_9_then_resume_finishes(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "kinship", 4)
+    config = kg_config(dataset, "training.epochs=3", "training.checkpoint_every_buckets=2", "model.dimension=64")
+    config_path = _write_config(tmp_path / "c.toml", config)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_train_command(config_path, run_dir), cwd=REPO, stderr=subprocess.DEVNULL)
+    manifest = run_dir / "checkpoint" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and json.loads(manifest.read_text())["buckets_done"] >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere in the middle of the next buckets (maybe writing a checkpoint)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(manifest.read_text())
+    assert killed_at["epoch"] < 3, "the run finished before it was killed; make it longer"
+    subprocess.run(_train_command(config_path, run_dir, "--resume"), cwd=REPO, check=True, capture_output=True)
+    final = json.loads(manifest.read_text())
+    assert final["epoch"] == 3 and final["buckets_done"] == 0
+    assert evaluate(run_dir, split="valid")["mrr"] > 0.1
+    # nothing left behind but the files of the last checkpoint
+    leftovers = [p for p in (run_dir / "checkpoint").rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_sigint_stops_workers_and_frees_shared_memory(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "kinship", 1)
+    config = kg_config(dataset, "training.epochs=200", "training.workers=2", "model.dimension=64")
+    config_path = _write_config(tmp_path / "c.toml", config)
+    shm = Path("/dev/shm")
+    before = set(os.listdir(shm)) if shm.exists() else set()
+    proc = subprocess.Popen(_train_command(config_path, tmp_path / "run"), cwd=REPO, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None and not metrics.exists():
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    import psutil
+
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    time.sleep(0.5)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    after = set(os.listdir(shm)) if shm.exists() else set()
+    assert after - before == set()
+
+
+def test_several_workers_train(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "kinship", 2)
+    run = train(kg_config(dataset, "training.workers=2", "training.epochs=4"), run_dir=tmp_path / "run",
+                progress=False)
+    assert run.history[-1]["loss"] < run.history[0]["loss"]
+    assert evaluate(run.path, split="test")["mrr"] > 0.2
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "nations", 1)
+    train(kg_config(dataset, "training.epochs=1"), run_dir=tmp_path / "run", progress=False)
+    before = checkpoint_arrays(tmp_path / "run")
+    diverging = kg_config(dataset, "training.epochs=3", "training.lr=1e30")
+    with pytest.raises(TrainingError, match=r"epoch 2, bucket \(0, 0\).*lower training\.lr"):
+        train(diverging, run_dir=tmp_path / "run", resume=True, progress=False)
+    after = checkpoint_arrays(tmp_path / "run")
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+    assert evaluate(tmp_path / "run")["mrr"] > 0
+
+
+def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "nations", 1)
+    config = kg_config(dataset, "training.epochs=1")
+    train(config, run_dir=tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(config, run_dir=tmp_path / "run", progress=False)
+    train(config, run_dir=tmp_path / "run", overwrite=True, progress=False)
+
+
+def test_heterogeneous_graph_trains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(3000):
+        user = int(rng.integers(200))
+        lines.append(f"u{user}\tbuys\ti{(user % 20) * 5 + int(rng.integers(5))}")
+        lines.append(f"u{user}\tfollows\tu{(user + int(rng.integers(1, 4)) * 20) % 200}")
+    write_lines(tmp_path / "edges.tsv", lines)
+    config_path = tmp_path / "c.toml"
+    config_path.write_text("""
+[model]
+dimension = 16
+[training]
+epochs = 3
+workers = 1
+num_batch_negs = 20
+num_uniform_negs = 20
+[entities.user]
+partitions = 2
+[entities.item]
+[[relations]]
+name = "buys"
+lhs = "user"
+rhs = "item"
+operator = "none"
+[[relations]]
+name = "follows"
+lhs = "user"
+rhs = "user"
+operator = "translation"
+weight = 0.5
+""")
+    import_edges([tmp_path / "edges.tsv"], tmp_path / "ds", config=config_path, progress=False)
+    config = load_config(config_path, [f"data.dataset={tmp_path / 'ds'}"])
+    run = train(config, run_dir=tmp_path / "run", progress=False)
+    assert run.history[-1]["loss"] < run.history[0]["loss"]
+    assert evaluate(run.path, split="train", max_edges=500)["mrr"] > 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_training_matches_cpu(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "nations", 1)
+    cpu = train(kg_config(dataset, "training.epochs=3"), run_dir=tmp_path / "cpu", progress=False)
+    gpu = train(kg_config(dataset, "training.epochs=3", "training.device=cuda"), run_dir=tmp_path / "gpu",
+                progress=False)
+    assert gpu.history[-1]["loss"] == pytest.approx(cpu.history[-1]["loss"], rel=1e-3)
