@@ -211,15 +211,18 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
         c = i // chunk
         r = int(rel[i])
         weight = model.relations[r].weight
-        for predict, known, truth, batch_ids, uniform_ids in (("rhs", lhs, rhs, rhs, rhs_neg), ("lhs", rhs, lhs, lhs, lhs_neg)):
+        sides = (("rhs", lhs, rhs, rhs, rhs_neg), ("lhs", rhs, lhs, lhs, lhs_neg))
+        for predict, known, truth, batch_ids, uniform_ids in sides:
             candidates = list(range(ENTITIES)) if all_negs else \
                 batch_ids[c * chunk : (c + 1) * chunk].tolist() + uniform_ids[c].tolist()
             candidates = [x for x in candidates if x != int(truth[i])]
+            known_vector = emb[int(known[i])]
 
-            def score(other: int, truth_side: int = int(truth[i]), predict: str = predict) -> torch.Tensor:
+            def score(other: int, predict: str = predict, known_vector: torch.Tensor = known_vector,
+                      r: int = r) -> torch.Tensor:
                 if predict == "rhs":
-                    return naive_score(model, params, emb[int(known[i])], r, emb[other], "rhs")
-                return naive_score(model, params, emb[other], r, emb[int(known[i])], "lhs")
+                    return naive_score(model, params, known_vector, r, emb[other], "rhs")
+                return naive_score(model, params, emb[other], r, known_vector, "lhs")
 
             pos = score(int(truth[i]))
             neg = torch.stack([score(x) for x in candidates])

@@ -268,8 +268,9 @@ class Trainer:
                     first = start_bucket if epoch == start_epoch else 0
                     stats = self._epoch(epoch, first, buffer, pool, context)
                     edges_total += stats.edges
-                    record: dict[str, Any] = {"epoch": epoch + 1, "edges": stats.edges, "seconds": round(stats.seconds, 3),
-                              "loss": stats.mean_loss, "partition_loads": stats.partition_loads}
+                    record: dict[str, Any] = {"epoch": epoch + 1, "edges": stats.edges,
+                                              "seconds": round(stats.seconds, 3), "loss": stats.mean_loss,
+                                              "partition_loads": stats.partition_loads}
                     history.append(record)
                     buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
                                       extra={"history": history})
