@@ -279,9 +279,9 @@ def test_step_equals_naive_per_operator(tiny_dataset: Path, operator: str, dynam
     _step_case(tiny_dataset, operator, "dot", dynamic=dynamic, loss="softmax")
 
 
-@pytest.mark.parametrize("comparator", COMPARATOR_NAMES)
-def test_step_all_negs_equals_naive(tiny_dataset: Path, comparator: str) -> None:
-    _step_case(tiny_dataset, "complex_diagonal", comparator, dynamic=True, loss="softmax", all_negs=True)
+@pytest.mark.parametrize(("comparator", "loss"), list(itertools.product(COMPARATOR_NAMES, LOSS_NAMES)))
+def test_step_all_negs_equals_naive(tiny_dataset: Path, comparator: str, loss: str) -> None:
+    _step_case(tiny_dataset, "complex_diagonal", comparator, dynamic=True, loss=loss, all_negs=True)
 
 
 @pytest.mark.parametrize(("operator", "regularizer"), [("complex_diagonal", "n3"), ("diagonal", "n3"),

@@ -39,7 +39,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise ShardgraphError(f"--negatives must be 'all' or a positive integer. Got {negatives} instead.")
     result = evaluate(args.run, split=args.split, filtered=args.filtered, negatives=negatives,
                       batch_size=args.batch_size, max_edges=args.max_edges, dataset=args.dataset,
-                      progress=not args.json)
+                      progress=not args.json, save=True)
     keys = ("split", "filtered", "edges", "mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")
     payload = {k: result[k] for k in keys} | {"negatives": result["negatives"], "seconds": result["seconds"],
                                               "rhs": result["rhs"], "lhs": result["lhs"]}

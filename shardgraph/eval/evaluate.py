@@ -8,6 +8,7 @@ given rhs and relation); the metrics average over both.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from shardgraph.eval.ranking import KnownEdges, RankCounts, count_block, metrics
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.storage.run import TrainedRun
 from shardgraph.train.callbacks import Callback, EpochStats
+from shardgraph.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +215,28 @@ class Evaluator:
 
 def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: bool = True, negatives: int = 0,
              batch_size: int = 512, max_edges: int = 0, seed: int = 0, dataset: str | Path | None = None,
-             progress: bool = False) -> dict[str, Any]:
-    """Link-prediction metrics (MRR, MR, Hits@1/3/10, AUC) of a run on a split of its dataset."""
+             progress: bool = False, save: bool = False) -> dict[str, Any]:
+    """Link-prediction metrics (MRR, MR, Hits@1/3/10, AUC) of a run on a split of its dataset.
+
+    With `save`, the result is also written to RUN/eval.<split>.<filtered|raw>[.n<N>].json,
+    where `shardgraph report` finds it.
+    """
     if split not in ("train", "valid", "test"):
         raise ShardgraphError(f"--split must be train, valid or test. Got {split!r} instead.")
+    if negatives < 0:
+        raise ShardgraphError(f"negatives must be 0 (all) or a positive number. Got {negatives} instead.")
     trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
     evaluator = Evaluator(trained, filtered=filtered, negatives=negatives, batch_size=batch_size, seed=seed,
                           progress=progress)
-    return evaluator.evaluate(split, max_edges=max_edges)
+    result = evaluator.evaluate(split, max_edges=max_edges)
+    result["epoch"] = trained.epoch
+    if save:
+        name = f"eval.{split}.{'filtered' if filtered else 'raw'}{f'.n{negatives}' if negatives else ''}.json"
+        try:
+            atomic_write_text(trained.path / name, json.dumps(result, indent=1))
+        except OSError as exc:
+            log.warning(f"could not save the result in {trained.path}: {exc}")
+    return result
 
 
 class EvalCallback(Callback):
@@ -241,6 +257,4 @@ class EvalCallback(Callback):
                           batch_size=self.batch_size, max_edges=self.max_edges)
         stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            import json
-
-            f.write(json.dumps({"event": "eval", "epoch": stats.epoch + 1, **result}) + "\n")
+            f.write(json.dumps({"event": "eval", **result, "epoch": stats.epoch + 1}) + "\n")

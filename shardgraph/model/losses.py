@@ -106,3 +106,32 @@ def loss_and_grad(loss: Loss, pos: Tensor, neg: Tensor, valid: Tensor | None) ->
         grad_neg = active.to(pos.dtype)
         return value, -grad_neg.sum(1), grad_neg
     raise TypeError(f"no hand-written gradient for {type(loss).__name__}")
+
+
+def loss_and_grad_excluding(loss: Loss, pos: Tensor, neg: Tensor, exclude: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """loss_and_grad where each row's negatives are all columns but one (`exclude` (B,)), for
+    scoring against every entity: no (B, N) mask is built, and `neg` is overwritten with its
+    gradient (it is large; the caller no longer needs the scores)."""
+    column = exclude.unsqueeze(1)
+    if isinstance(loss, SoftmaxLoss):
+        top = torch.maximum(neg.amax(1), pos)
+        exp_neg = neg.sub_(top.unsqueeze(1)).exp_()
+        exp_pos = torch.exp(pos - top)
+        total = exp_neg.sum(1) - exp_neg.gather(1, column).squeeze(1) + exp_pos
+        value = torch.log(total) + top - pos
+        inv = total.reciprocal()
+        grad_neg = exp_neg.mul_(inv.unsqueeze(1)).scatter_(1, column, 0.0)
+        return value, exp_pos * inv - 1.0, grad_neg
+    count = max(1, neg.shape[1] - 1)
+    if isinstance(loss, LogisticLoss):
+        softplus = F.softplus(neg)
+        neg_loss = (softplus.sum(1) - softplus.gather(1, column).squeeze(1)) / count
+        del softplus
+        grad_neg = neg.sigmoid_().div_(count).scatter_(1, column, 0.0)
+        return F.softplus(-pos) + neg_loss, -torch.sigmoid(-pos), grad_neg
+    if isinstance(loss, RankingLoss):
+        margins = neg.add_((loss.margin - pos).unsqueeze(1)).scatter_(1, column, 0.0).clamp_min_(0.0)
+        value = margins.sum(1)
+        grad_neg = (margins > 0).to(pos.dtype)
+        return value, -grad_neg.sum(1), grad_neg
+    raise TypeError(f"no hand-written gradient for {type(loss).__name__}")

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from shardgraph.config import TrainingConfig
 from shardgraph.model.comparators import chunk_scores, chunk_scores_backward, pair_scores, pair_scores_backward
-from shardgraph.model.losses import loss_and_grad
+from shardgraph.model.losses import loss_and_grad, loss_and_grad_excluding
 from shardgraph.model.model import Model
 from shardgraph.model.operators import Params
 from shardgraph.train.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
@@ -244,8 +244,11 @@ class BatchStep:
         def chunked(x: Tensor) -> Tensor:
             return x.view(1, n, dim) if t.all_negs else x.view(chunks, -1, dim)
 
-        def uniform_block(q: Tensor, u: Tensor, ids: Tensor, neg_ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        def uniform_block(q: Tensor, u: Tensor, ids: Tensor,
+                          neg_ids: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
             scores, cache = chunk_scores(name, chunked(q), u.view(1, -1, dim) if t.all_negs else chunked(u))
+            if t.all_negs:  # every entity is a candidate: exclude the positive by its column, no mask
+                return scores, None, cache
             valid = chunked_ids(ids).unsqueeze(2) != neg_ids.unsqueeze(1)
             return scores, valid, cache
 
@@ -259,8 +262,8 @@ class BatchStep:
         else:
             pos_score_l, pos_cache_l = pair_scores(name, pl, ql)  # score(lhs candidate, rhs query)
 
-        blocks_r: list[tuple[Tensor, Tensor]] = []
-        blocks_l: list[tuple[Tensor, Tensor]] = []
+        blocks_r: list[tuple[Tensor, Tensor | None]] = []
+        blocks_l: list[tuple[Tensor, Tensor | None]] = []
         caches: dict[str, Tensor | None] = {}
         if use_batch:
             score_rb, cache_rb = chunk_scores(name, chunked(qr), chunked(pr))
@@ -283,8 +286,8 @@ class BatchStep:
             blocks_l.append((score_lu, valid_lu))
             caches["lu"] = cache_lu
 
-        loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, blocks_r, weight, n)
-        loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, blocks_l, weight, n)
+        loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, blocks_r, weight, n, rhs if t.all_negs else None)
+        loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, blocks_l, weight, n, lhs if t.all_negs else None)
 
         # back through the comparator, by hand
         if symmetric:
@@ -323,12 +326,22 @@ class BatchStep:
             grads.add(neg_l, du.reshape(-1, dim))
         return loss_r + loss_l
 
-    def _loss(self, pos: Tensor, blocks: list[tuple[Tensor, Tensor]], weight: Tensor | None,
-              n: int) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Per-edge loss over the concatenated negative blocks, with gradients per block."""
+    def _loss(self, pos: Tensor, blocks: list[tuple[Tensor, Tensor | None]], weight: Tensor | None, n: int,
+              exclude: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Per-edge loss over the concatenated negative blocks, with gradients per block.
+
+        With `exclude` (all entities are candidates) the single block's column exclude[i] is
+        row i's positive; the block is overwritten with its gradient.
+        """
+        if exclude is not None:
+            (scores, _), = blocks
+            loss, d_pos, d_neg = loss_and_grad_excluding(self.model.loss, pos, scores.view(n, -1), exclude)
+            if weight is not None:
+                loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg.mul_(weight.unsqueeze(1))
+            return loss, d_pos, [d_neg.view(scores.shape)]
         sizes = [scores.shape[2] for scores, _ in blocks]
         negs = torch.cat([scores.reshape(n, -1) for scores, _ in blocks], dim=1)
-        valid = torch.cat([v.reshape(n, -1) for _, v in blocks], dim=1)
+        valid = torch.cat([v.reshape(n, -1) for _, v in blocks if v is not None], dim=1)
         loss, d_pos, d_neg = loss_and_grad(self.model.loss, pos, negs, valid)
         if weight is not None:
             loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg * weight.unsqueeze(1)

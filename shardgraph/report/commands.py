@@ -1,0 +1,23 @@
+"""`shardgraph report`."""
+
+from __future__ import annotations
+
+import argparse
+
+from shardgraph.cli import add_json, command, emit
+
+
+def _setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    add_json(p)
+
+
+@command("report", _setup)
+def _report(args: argparse.Namespace) -> int:
+    """Write an HTML report of a run: metrics, training curves, throughput, embedding norms."""
+    from shardgraph.report.html import write_report
+
+    path = write_report(args.run, args.out)
+    emit(args, {"report": str(path)}, f"report written to {path}")
+    return 0
