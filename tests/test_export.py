@@ -188,7 +188,7 @@ def test_fold_in_of_a_copy_lands_near_the_original(tmp_path: Path, model: Embedd
         copy_edges.append(("NEW" if lhs == original else names[lhs], model.relations[rel],
                            "NEW" if rhs == original else names[rhs]))
     new = model.embed_new(copy_edges, epochs=60)
-    ids, vectors = new["entity"]
+    ids, _ = new["entity"]
     assert ids == ["NEW"]
     out = write_new_entities(model, new, tmp_path / "with_new")
     extended = load(out["run"])
