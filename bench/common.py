@@ -39,7 +39,7 @@ def pss_kb(pid: int) -> int:
 class TreeSampler:
     """Peak summed PSS and RSS of a process tree, sampled on a thread."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
         self.pid, self.interval = pid, interval
         self.peak_pss_kb = 0
         self.peak_rss = 0

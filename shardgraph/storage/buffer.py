@@ -1,9 +1,16 @@
 """The partition buffer: a fixed number of shared-memory slots that hold the partitions in use.
 
 Slots are allocated once, in shared memory, before the workers start, and handed to them
-once; loading a partition copies it into a free slot, evicting (and writing back, if it
-changed) the resident partition needed furthest in the future. With as many slots as
-partitions, everything stays in memory and writes happen only at checkpoints.
+once. While a bucket trains, the I/O thread prepares the next one: for each partition the
+next bucket needs that is not resident, it picks a slot whose partition the current bucket
+does not use (the one needed furthest in the future), writes that partition back if it
+changed, and loads the new one into the slot. A bucket waits only for I/O that could not
+have started earlier. With as many slots as partitions, everything stays in memory and
+writes happen only at checkpoints.
+
+Write-backs go to new versioned checkpoint files (see storage.checkpoint), so the last
+complete checkpoint is never touched; the partition files are the checkpoint, there is no
+second copy at save time.
 
 A partition that has never been written starts from normal(0, init_scale) drawn from a
 generator seeded by (seed, type, partition), so it needs no file until it is trained.
@@ -51,10 +58,17 @@ class SharedTables:
 def init_partition(model: Model, entity_type: str, partition: int, out: Tensor, seed: int) -> None:
     """Fill `out` (rows, D) with the deterministic initial embeddings of a partition."""
     spec = model.entity_types[entity_type]
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, spec.index, partition, 0x1A17])
-                                                  .generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    state = np.random.SeedSequence([seed, spec.index, partition, 0x1A17]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
     values = torch.randn(out.shape, generator=generator).mul_(model.config.model.init_scale)
     out.copy_(values)
+
+
+def slot_count(partitions: int, buffer_partitions: int) -> int:
+    """Slots of a type: 1 for an unpartitioned type, else the buffer size (0 = all partitions)."""
+    if partitions == 1:
+        return 1
+    return partitions if buffer_partitions == 0 else min(max(2, buffer_partitions), partitions)
 
 
 class PartitionBuffer:
@@ -75,12 +89,12 @@ class PartitionBuffer:
         state_slots: dict[str, list[Tensor]] = {}
         self.free: dict[str, list[int]] = {}
         for name, spec in model.entity_types.items():
-            count = 1 if spec.partitions == 1 else min(max(2, slots), spec.partitions)
+            count = slot_count(spec.partitions, slots if slots < spec.partitions else 0)
             capacity = max(spec.partition_counts) if spec.partition_counts else 0
             table_slots[name] = [torch.zeros(capacity, spec.dim, dtype=self.storage_dtype).share_memory_()
                                  for _ in range(count)]
             state_slots[name] = [torch.zeros(capacity).share_memory_() for _ in range(count)]
-            self.free[name] = list(range(count))
+            self.free[name] = list(range(count))[::-1]
         relations = model.init_relation_params()
         biases = {name: torch.zeros(spec.dim) for name, spec in model.entity_types.items()}
         relation_state = {k: torch.zeros_like(v) for k, v in relations.items()}
@@ -98,11 +112,13 @@ class PartitionBuffer:
         self.shared = SharedTables(table_slots, state_slots, relations, relation_state, biases, bias_state)
         self.resident: dict[PartitionKey, int] = {}
         self.dirty: set[PartitionKey] = set()
+        self.in_use: set[PartitionKey] = set()
         self.loads = 0
         self.writes = 0
+        self.waits = 0  # loads the training had to wait for
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardgraph-io") if prefetch else None
-        self._pending: dict[PartitionKey, Future[tuple[np.ndarray, np.ndarray] | None]] = {}
+        self._pending: dict[PartitionKey, tuple[int, Future[bool]]] = {}
 
     # ------------------------------------------------------------------ access
     def table(self, key: PartitionKey) -> tuple[Tensor, Tensor, int]:
@@ -115,63 +131,58 @@ class PartitionBuffer:
     def slot_map(self, keys: Iterable[PartitionKey]) -> dict[PartitionKey, int]:
         return {key: self.resident[key] for key in keys}
 
+    def planned_bytes(self) -> int:
+        return self.shared.nbytes()
+
     # ------------------------------------------------------------------ loading
-    def _read(self, key: PartitionKey) -> tuple[np.ndarray, np.ndarray] | None:
-        entity_type, partition = key
-        files = self.files[entity_type].get(partition)
-        if files is None:
-            return None
-        return self.store.load_partition(files, verify=True, mmap=True)
-
-    def prefetch(self, keys: Iterable[PartitionKey]) -> None:
-        """Start reading partitions that will be needed soon, on the I/O thread."""
-        if self._executor is None:
-            return
-        for key in keys:
-            if key not in self.resident and key not in self._pending and key[1] in self.files[key[0]]:
-                self._pending[key] = self._executor.submit(self._read_into_memory, key)
-
-    def _read_into_memory(self, key: PartitionKey) -> tuple[np.ndarray, np.ndarray] | None:
-        arrays = self._read(key)
-        if arrays is None:
-            return None
-        return np.array(arrays[0]), np.array(arrays[1])  # force the read now, off the training thread
-
     def ensure(self, keys: Sequence[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]] = ()) -> None:
-        """Make `keys` resident, evicting the partitions needed furthest in `upcoming`."""
+        """Make `keys` resident (the bucket about to train), evicting what is needed furthest ahead."""
+        self.in_use = set(keys)
+        if any(key in self._pending and not self._pending[key][1].done() for key in keys):
+            self.waits += 1
+        self._settle()
         for key in keys:
             if key in self.resident:
                 continue
-            entity_type = key[0]
-            if not self.free[entity_type]:
-                self._evict(entity_type, keep=set(keys), upcoming=upcoming)
-            slot = self.free[entity_type].pop()
-            self._load(key, slot)
-            self.resident[key] = slot
+            slot = self._take_slot(key[0], avoid=set(keys), upcoming=upcoming, background=False)
+            self._finish_load(key, slot, self._load(key, slot))
+            self.waits += 1
 
-    def _load(self, key: PartitionKey, slot: int) -> None:
-        entity_type, partition = key
-        table = self.shared.slots[entity_type][slot]
-        state = self.shared.slot_state[entity_type][slot]
-        count = self.model.entity_types[entity_type].partition_counts[partition]
-        pending = self._pending.pop(key, None)
-        arrays = pending.result() if pending is not None else self._read(key)
-        if arrays is None:
-            init = torch.empty(count, table.shape[1])
-            init_partition(self.model, entity_type, partition, init, self.seed)
-            table[:count].copy_(init)
-            state[:count].zero_()
-            self.dirty.add(key)
-        else:
-            files = self.files[entity_type][partition]
-            table[:count].copy_(from_numpy(arrays[0], files.dtype))
-            state[:count].copy_(torch.from_numpy(np.ascontiguousarray(arrays[1])))
-        self.loads += 1
+    def _settle(self) -> None:
+        """Wait for the loads started by prefetch; their partitions become resident."""
+        for key, (slot, future) in list(self._pending.items()):
+            self._finish_load(key, slot, future.result())
+        self._pending.clear()
 
-    def _evict(self, entity_type: str, keep: set[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]]) -> None:
-        candidates = [k for k in self.resident if k[0] == entity_type and k not in keep]
+    def _finish_load(self, key: PartitionKey, slot: int, fresh: bool) -> None:
+        self.resident[key] = slot
+        if fresh:
+            self.dirty.add(key)  # initial values exist only in memory
+
+    def prefetch(self, keys: Sequence[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]] = ()) -> None:
+        """Start preparing the next bucket's partitions on the I/O thread, without touching the
+        partitions the current bucket trains on."""
+        if self._executor is None:
+            return
+        for key in keys:
+            if key in self.resident or key in self._pending:
+                continue
+            avoid = self.in_use | set(keys)
+            slot = self._take_slot(key[0], avoid=avoid, upcoming=[keys, *upcoming], background=True)
+            if slot is None:
+                return  # every slot is in use: load when the bucket starts
+            self._pending[key] = (slot, self._executor.submit(self._load, key, slot))
+
+    def _take_slot(self, entity_type: str, avoid: set[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]],
+                   background: bool) -> Any:
+        """A free slot, or the slot of an evicted partition (written back first if it changed)."""
+        if self.free[entity_type]:
+            return self.free[entity_type].pop()
+        candidates = [k for k in self.resident if k[0] == entity_type and k not in avoid]
         if not candidates:
-            raise RuntimeError(f"no partition of {entity_type!r} can be evicted")
+            if background:
+                return None
+            raise RuntimeError(f"no partition of {entity_type!r} can be evicted (buffer too small)")
 
         def next_use(key: PartitionKey) -> int:
             for step, needs in enumerate(upcoming):
@@ -180,19 +191,67 @@ class PartitionBuffer:
             return len(upcoming) + 1
 
         victim = max(candidates, key=next_use)
+        slot = self.resident.pop(victim)
         if victim in self.dirty:
-            self.write_back(victim)
-        self.free[entity_type].append(self.resident.pop(victim))
+            self.dirty.discard(victim)
+            if background and self._executor is not None:
+                # queued before the load of the new partition on the same (single) I/O thread
+                self._executor.submit(self._write_slot, victim, slot)
+            else:
+                self._write_slot(victim, slot)
+        return slot
+
+    def _read(self, key: PartitionKey) -> tuple[np.ndarray, np.ndarray] | None:
+        entity_type, partition = key
+        with self._lock:
+            files = self.files[entity_type].get(partition)
+        if files is None:
+            return None
+        return self.store.load_partition(files, verify=True, mmap=True)
+
+    def _load(self, key: PartitionKey, slot: int) -> bool:
+        """Copy a partition into a slot (initial values if it has no file yet); True if fresh."""
+        entity_type, partition = key
+        table = self.shared.slots[entity_type][slot]
+        state = self.shared.slot_state[entity_type][slot]
+        count = self.model.entity_types[entity_type].partition_counts[partition]
+        arrays = self._read(key)
+        if arrays is None:
+            init = torch.empty(count, table.shape[1])
+            init_partition(self.model, entity_type, partition, init, self.seed)
+            table[:count].copy_(init)
+            state[:count].zero_()
+        else:
+            with self._lock:
+                files = self.files[entity_type][partition]
+            table[:count].copy_(from_numpy(arrays[0], files.dtype))
+            state[:count].copy_(from_numpy(arrays[1], "float32"))
+        with self._lock:
+            self.loads += 1
+        return arrays is None
 
     # ------------------------------------------------------------------ writing
     def mark_dirty(self, keys: Iterable[PartitionKey]) -> None:
         self.dirty.update(keys)
 
+    def _write_slot(self, key: PartitionKey, slot: int) -> None:
+        entity_type, partition = key
+        count = self.model.entity_types[entity_type].partition_counts[partition]
+        files = self.store.write_partition(entity_type, partition, self.shared.slots[entity_type][slot][:count],
+                                           self.shared.slot_state[entity_type][slot][:count])
+        with self._lock:
+            self.files[entity_type][partition] = files
+            self.writes += 1
+
     def write_back(self, key: PartitionKey) -> None:
-        table, state, count = self.table(key)
-        self.files[key[0]][key[1]] = self.store.write_partition(key[0], key[1], table[:count], state[:count])
+        self._write_slot(key, self.resident[key])
         self.dirty.discard(key)
-        self.writes += 1
+
+    def drain(self) -> None:
+        """Wait until the I/O thread is idle (queued write-backs and loads done)."""
+        self._settle()
+        if self._executor is not None:
+            self._executor.submit(lambda: None).result()
 
     def relation_tensors(self) -> dict[str, Tensor]:
         out = {}
@@ -203,6 +262,7 @@ class PartitionBuffer:
 
     def checkpoint(self, *, epoch: int, buckets_done: int, extra: Mapping[str, Any], keep: int) -> int:
         """Write every changed resident partition and the relation parameters, then commit."""
+        self.drain()
         for key in sorted(self.dirty & set(self.resident)):
             self.write_back(key)
         for name, spec in self.model.entity_types.items():
@@ -219,5 +279,5 @@ class PartitionBuffer:
 
     def close(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=False)
         self._pending.clear()

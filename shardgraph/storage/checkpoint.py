@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -86,6 +87,7 @@ class CheckpointStore:
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoint"
         self._version = 0
+        self._version_lock = threading.Lock()  # partitions are written from the I/O thread too
         manifest = self.manifest()
         if manifest is not None:
             self._version = int(manifest["version"])
@@ -152,8 +154,9 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ writing
     def next_version(self) -> int:
-        self._version += 1
-        return self._version
+        with self._version_lock:
+            self._version += 1
+            return self._version
 
     def write_partition(self, entity_type: str, partition: int, embeddings: torch.Tensor,
                         state: torch.Tensor) -> PartitionFiles:

@@ -7,17 +7,45 @@ use element-wise Adagrad.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 EPS = 1e-10
 
 
 def _write_rows(table: Tensor, rows: Tensor, step: Tensor) -> None:
-    """table[rows] += step, in the table's own dtype (math in float32)."""
+    """table[rows] += step, in the table's own dtype (math in float32).
+
+    A half-precision table is read, updated in float32 and written back once per distinct row
+    (the steps of a repeated row are summed first), rounding stochastically so that updates
+    smaller than the format's resolution still move the embedding on average.
+    """
     if table.dtype == step.dtype:
         table.index_add_(0, rows, step)
-    else:
-        table.index_copy_(0, rows, (table.index_select(0, rows).to(step.dtype) + step).to(table.dtype))
+        return
+    distinct, inverse = torch.unique(rows, return_inverse=True)
+    summed = torch.zeros((distinct.shape[0], *step.shape[1:]), dtype=step.dtype, device=step.device)
+    summed.index_add_(0, inverse, step)
+    updated = table.index_select(0, distinct).to(step.dtype).add_(summed)
+    table.index_copy_(0, distinct, stochastic_round(updated, table.dtype))
+
+
+def stochastic_round(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """float32 -> float16/bfloat16, rounding up or down with probability proportional to proximity."""
+    if dtype == torch.bfloat16:
+        # bfloat16 keeps the top 16 bits of a float32: add uniform noise to the 16 dropped bits, truncate
+        bits = x.contiguous().view(torch.int32)
+        noise = torch.randint_like(bits, 0, 1 << 16)
+        return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
+    lower = x.to(dtype)
+    low32 = lower.to(torch.float32)
+    # the representable neighbour on the other side of x
+    other = torch.where(low32 > x, torch.nextafter(lower, torch.full_like(lower, float("-inf"))),
+                        torch.nextafter(lower, torch.full_like(lower, float("inf"))))
+    other32 = other.to(torch.float32)
+    gap = (other32 - low32).abs()
+    probability = torch.where(gap > 0, (x - low32).abs() / gap, torch.zeros_like(x))
+    return torch.where(torch.rand_like(x) < probability, other, lower)
 
 
 def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, lr: float) -> None:

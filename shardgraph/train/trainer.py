@@ -42,6 +42,7 @@ from shardgraph.train.callbacks import (
     MetricsLogCallback,
     ProgressCallback,
 )
+from shardgraph.train.memory import check_memory, plan_memory
 from shardgraph.train.orders import Bucket, bucket_order
 from shardgraph.train.worker import (
     BucketTask,
@@ -71,6 +72,7 @@ class Run:
     edges: int = 0  # edges trained by this invocation
     train_s: float = 0.0
     peak_rss_mb: float = 0.0
+    planned_mb: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -80,7 +82,7 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "edges": self.edges, "train_s": round(self.train_s, 3),
                 "edges_per_sec": round(self.edges_per_sec, 1), "peak_rss_mb": self.peak_rss_mb,
-                "run_dir": str(self.path)}
+                "planned_mb": round(self.planned_mb, 1), "run_dir": str(self.path)}
 
 
 # ----------------------------------------------------------------------------- scheduling
@@ -221,6 +223,8 @@ class Trainer:
         partitions = self.model.num_partitions
         storage = config.storage
         self.slots = partitions if storage.buffer_partitions == 0 else min(storage.buffer_partitions, partitions)
+        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers)
+        check_memory(self.memory_plan, config, partitions)
         n_lhs = max((self.model.entity_types[r.lhs].partitions for r in self.model.relations), default=1)
         n_rhs = max((self.model.entity_types[r.rhs].partitions for r in self.model.relations), default=1)
         self.scheduler = scheduler or LocalScheduler(config, n_lhs, n_rhs, self.slots)
@@ -263,6 +267,7 @@ class Trainer:
                 log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "
                          f"{self.model.num_partitions} partition(s), {self.slots} in memory, {self.workers} "
                          f"worker(s) x {self.threads} thread(s) -> {self.run_dir}")
+                log.info(f"memory: {self.memory_plan.describe()}")
                 self._emit("on_train_begin", self)
                 for epoch in range(start_epoch, t.epochs):
                     first = start_bucket if epoch == start_epoch else 0
@@ -282,7 +287,8 @@ class Trainer:
                     pool.close()
                 buffer.close()
         run = Run(self.run_dir, config, epochs=t.epochs, edges=edges_total,
-                  train_s=time.perf_counter() - started, peak_rss_mb=memory.peak_mb, history=history)
+                  train_s=time.perf_counter() - started, peak_rss_mb=memory.peak_mb,
+                  planned_mb=self.memory_plan.total_mb, history=history)
         self._emit("on_train_end", run)
         return run
 
@@ -301,7 +307,7 @@ class Trainer:
             upcoming = [bucket_partitions(self.model, *b) for b in self.scheduler.upcoming()]
             buffer.ensure(keys, upcoming)
             if upcoming:
-                buffer.prefetch(upcoming[0])
+                buffer.prefetch(upcoming[0], upcoming[1:])
             info = self.dataset.bucket("train", lhs, rhs)
             bucket_started = time.perf_counter()
             results: list[TaskResult] = []

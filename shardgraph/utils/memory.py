@@ -50,7 +50,7 @@ class PeakMemory:
     Use as a context manager around the work to measure.
     """
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self.peak_bytes = 0
         self._stop = threading.Event()
