@@ -243,6 +243,14 @@ class PartitionBuffer:
             self.files[entity_type][partition] = files
             self.writes += 1
 
+    def forget(self, key: PartitionKey) -> None:
+        """Drop a resident partition without writing it (its latest version is elsewhere)."""
+        self._settle()
+        slot = self.resident.pop(key, None)
+        if slot is not None:
+            self.free[key[0]].append(slot)
+        self.dirty.discard(key)
+
     def write_back(self, key: PartitionKey) -> None:
         self._write_slot(key, self.resident[key])
         self.dirty.discard(key)

@@ -83,8 +83,9 @@ class PartitionFiles:
 class CheckpointStore:
     """Reads and writes the checkpoints of one run directory."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, tag: str = "") -> None:
         self.run_dir = Path(run_dir)
+        self.tag = f".{tag}" if tag else ""  # tells apart files of several trainers writing one directory
         self.root = self.run_dir / "checkpoint"
         self._version = 0
         self._version_lock = threading.Lock()  # partitions are written from the I/O thread too
@@ -162,7 +163,7 @@ class CheckpointStore:
                         state: torch.Tensor) -> PartitionFiles:
         """Write a partition's tables under new versioned names (not yet part of a checkpoint)."""
         version = self.next_version()
-        stem = f"{entity_type}/p{partition}.v{version}"
+        stem = f"{entity_type}/p{partition}.v{version}{self.tag}"
         emb_array = to_numpy(embeddings)
         state_array = to_numpy(state)
         emb_sum = self._write_npy(f"{stem}.emb.npy", emb_array)
@@ -178,7 +179,7 @@ class CheckpointStore:
         arrays: dict[str, Any] = {key: to_numpy(t) for key, t in tensors.items()}
         np.savez(buffer, **arrays)
         data = buffer.getvalue()
-        name = f"relations.v{self.next_version()}.npz"
+        name = f"relations.v{self.next_version()}{self.tag}.npz"
         self._write_bytes(name, data)
         return {"file": name, "xxh3": xxhash.xxh3_64_hexdigest(data)}
 

@@ -26,7 +26,10 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_args_config(args)
     progress = not (args.no_progress or args.json)
-    if args.distributed:
+    from shardgraph.distributed.launch import distributed_environment
+
+    env = distributed_environment()
+    if args.distributed or (env is not None and env["world_size"] > 1):
         from shardgraph.distributed.launch import train_distributed
 
         run = train_distributed(config, dataset=args.dataset, run_dir=args.out, resume=args.resume,

@@ -113,6 +113,19 @@ class BucketScheduler(ABC):
         """Buckets of the current epoch that are trained (what a mid-epoch checkpoint records)."""
         return 0
 
+    # hooks for schedulers that coordinate several trainers
+    partial_checkpoints = True  # can a checkpoint be taken in the middle of an epoch?
+
+    def attach(self, buffer: PartitionBuffer) -> None:
+        """The partition buffer of this trainer, before the first epoch."""
+
+    def after_epoch(self, buffer: PartitionBuffer) -> bool:
+        """Called when the epoch is trained everywhere; True if this trainer writes the checkpoint."""
+        return True
+
+    def after_checkpoint(self) -> None:
+        """Called after the epoch's checkpoint is written (by whichever trainer writes it)."""
+
 
 class LocalScheduler(BucketScheduler):
     """Walks the seeded bucket order of each epoch."""
@@ -209,7 +222,7 @@ class Trainer:
 
     def __init__(self, config: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False,
                  overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
-                 scheduler: BucketScheduler | None = None) -> None:
+                 scheduler: BucketScheduler | None = None, rank: int = 0, prepare: bool = True) -> None:
         self.config = config
         self.dataset = dataset
         self.run_dir = run_dir
@@ -218,7 +231,12 @@ class Trainer:
             raise TrainingError(f"{dataset.path} has no training edges.")
         if config.training.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training.device is cuda, but no CUDA device is available.")
-        self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
+        self.rank = rank
+        if prepare:
+            self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
+        else:  # another trainer prepared the directory (distributed); files of this one carry its rank
+            self.store = CheckpointStore(run_dir, tag=f"r{rank}")
+            self.manifest = self.store.manifest() if resume else None
         self.workers, self.threads = resolve_workers(config)
         partitions = self.model.num_partitions
         storage = config.storage
@@ -231,12 +249,12 @@ class Trainer:
         self.callbacks: list[Callback] = []
         if progress:
             self.callbacks.append(ProgressCallback(config.training.epochs))
-        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0:
+        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0 and rank == 0:
             from shardgraph.eval.evaluate import EvalCallback
 
             self.callbacks.append(EvalCallback(run_dir, config))  # before the loggers: they report its result
-        self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(run_dir / "metrics.jsonl"),
-                           *callbacks]
+        metrics = run_dir / ("metrics.jsonl" if rank == 0 else f"metrics.r{rank}.jsonl")
+        self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(metrics), *callbacks]
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -269,6 +287,7 @@ class Trainer:
                          f"worker(s) x {self.threads} thread(s) -> {self.run_dir}")
                 log.info(f"memory: {self.memory_plan.describe()}")
                 self._emit("on_train_begin", self)
+                self.scheduler.attach(buffer)
                 for epoch in range(start_epoch, t.epochs):
                     first = start_bucket if epoch == start_epoch else 0
                     stats = self._epoch(epoch, first, buffer, pool, context)
@@ -277,8 +296,10 @@ class Trainer:
                                               "seconds": round(stats.seconds, 3), "loss": stats.mean_loss,
                                               "partition_loads": stats.partition_loads}
                     history.append(record)
-                    buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
-                                      extra={"history": history})
+                    if self.scheduler.after_epoch(buffer):
+                        buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
+                                          extra={"history": history})
+                    self.scheduler.after_checkpoint()
                     self._emit("on_epoch_end", stats)
                     if stats.eval:
                         record["eval"] = stats.eval
@@ -330,7 +351,8 @@ class Trainer:
             self._emit("on_bucket_end", bucket)
             since_checkpoint += 1
             done = self.scheduler.buckets_done()
-            if t.checkpoint_every_buckets and since_checkpoint >= t.checkpoint_every_buckets and done < buckets:
+            if (t.checkpoint_every_buckets and self.scheduler.partial_checkpoints
+                    and since_checkpoint >= t.checkpoint_every_buckets and done < buckets):
                 buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints, extra={})
                 since_checkpoint = 0
         self.scheduler.end_epoch()

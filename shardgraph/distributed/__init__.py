@@ -1,0 +1,1 @@
+"""Several trainers on torch.distributed (launched by torchrun): bucket locks, partition exchange, sync."""

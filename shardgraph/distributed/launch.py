@@ -1,0 +1,171 @@
+"""Training with several trainers, launched by torchrun:
+
+    torchrun --nnodes N --nproc-per-node K --rdzv-backend c10d --rdzv-endpoint HOST:PORT \\
+        -m shardgraph train CONFIG --out RUN
+
+Each process is one trainer; all share the dataset and the run directory (local disk for
+trainers on one machine, a shared filesystem across machines). Buckets are handed out by a
+lock service over the c10d store (shardgraph.distributed.scheduler); partitions pass from
+trainer to trainer through versioned files in the run directory; relation parameters and
+unpartitioned entity types are averaged with an all-reduce (gloo) at every epoch end;
+rank 0 writes the checkpoint of each epoch. When torchrun restarts the group after a
+failure (--max-restarts), every trainer resumes from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from shardgraph.config import Config, load_config
+from shardgraph.data.dataset import Dataset
+from shardgraph.distributed.scheduler import DistributedScheduler
+from shardgraph.errors import ConfigError
+from shardgraph.storage.buffer import PartitionBuffer
+from shardgraph.train.trainer import Run, Trainer, default_run_dir
+from shardgraph.train.worker import bucket_partitions
+
+log = logging.getLogger(__name__)
+
+
+def distributed_environment() -> dict[str, int] | None:
+    """rank, world_size, local_world_size and restart count from torchrun's environment, or None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return {"rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"]),
+            "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])),
+            "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))}
+
+
+class SharedParameters:
+    """Averages, across trainers, what every trainer trains a copy of."""
+
+    def __init__(self, buffer: PartitionBuffer, world_size: int) -> None:
+        self.buffer, self.world_size = buffer, world_size
+
+    def average(self) -> None:
+        buffer = self.buffer
+        tensors = [*buffer.shared.relations.values(), *buffer.shared.relation_state.values(),
+                   *buffer.shared.bias.values(), *buffer.shared.bias_state.values()]
+        unpartitioned = [(name, 0) for name, spec in buffer.model.entity_types.items() if spec.partitions == 1]
+        buffer.ensure(unpartitioned)
+        for key in unpartitioned:
+            table, state, count = buffer.table(key)
+            tensors += [table[:count], state[:count]]
+        for tensor in tensors:
+            if tensor.numel() == 0:
+                continue
+            work = tensor.float() if tensor.dtype != torch.float32 else tensor
+            dist.all_reduce(work, op=dist.ReduceOp.SUM)
+            work /= self.world_size
+            if work is not tensor:
+                tensor.copy_(work)
+        buffer.mark_dirty(unpartitioned)
+
+
+class TrainerScheduler(DistributedScheduler):
+    """The distributed scheduler plus the epoch-end protocol: average, checkpoint on rank 0, barrier."""
+
+    def attach(self, buffer: PartitionBuffer) -> None:
+        super().attach(buffer)
+        self.shared = SharedParameters(buffer, self.world_size)
+
+    partial_checkpoints = False
+
+    def after_epoch(self, buffer: PartitionBuffer) -> bool:
+        self.shared.average()
+        if self.rank != 0:
+            return False
+        keys = [(name, p) for name, spec in buffer.model.entity_types.items() if spec.partitions > 1
+                for p in range(spec.partitions)]
+        for key, files in self.latest_files(keys).items():
+            buffer.forget(key)
+            buffer.files[key[0]][key[1]] = files
+        return True
+
+    def after_checkpoint(self) -> None:
+        self.barrier()  # nobody writes new partition files while rank 0 commits and collects garbage
+
+
+def train_distributed(config: Config | str | Path, *, dataset: str | Path | None = None,
+                      run_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                      progress: bool = True, backend: str = "gloo") -> Run:
+    """Train as one of the trainers torchrun started (reads RANK, WORLD_SIZE, ... from the environment)."""
+    env = distributed_environment()
+    if env is None:
+        raise ConfigError("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): "
+                          "launch with `torchrun --nproc-per-node K -m shardgraph train CONFIG ...`.")
+    if not isinstance(config, Config):
+        config = load_config(config)
+    if dataset is not None:
+        config = config.replace(data=dataclasses.replace(config.data, dataset=str(dataset)))
+    if not config.data.dataset:
+        raise ConfigError("No dataset: set data.dataset in the config or pass --dataset.")
+    if config.training.workers == 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        per_trainer = max(1, cores // env["local_world_size"])
+        config = config.replace(training=dataclasses.replace(config.training, workers=per_trainer))
+    rank, world_size = env["rank"], env["world_size"]
+    resume = resume or env["restart"] > 0
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(minutes=60))
+    try:
+        base = dist.distributed_c10d._get_default_store()
+        store = dist.PrefixStore(f"shardgraph/attempt{env['restart']}/", base)
+        data = Dataset(config.data.dataset)
+        path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+
+        def barrier() -> None:
+            dist.barrier()
+
+        if rank == 0:
+            trainer_args: dict[str, Any] = {"resume": resume, "overwrite": overwrite}
+        else:
+            trainer_args = {"resume": True, "overwrite": False, "prepare": False}
+        # rank 0 prepares the run directory (or refuses) before the others open it
+        trainer = None
+        error: BaseException | None = None
+        if rank == 0:
+            try:
+                trainer = _make_trainer(config, data, path, store, env, barrier, progress, **trainer_args)
+            except BaseException as exc:  # tell the others, then fail
+                error = exc
+        failed = torch.tensor([1 if error else 0])
+        dist.all_reduce(failed)
+        if failed.item():
+            if error is not None:
+                raise error
+            raise ConfigError("rank 0 could not prepare the run directory; see its error.")
+        if rank != 0:
+            trainer = _make_trainer(config, data, path, store, env, barrier, progress, **trainer_args)
+        assert trainer is not None
+        log.info(f"trainer {rank} of {world_size} ready")
+        run = trainer.run()
+        dist.barrier()
+        return run
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _make_trainer(config: Config, data: Dataset, path: Path, store: dist.Store, env: dict[str, int],
+                  barrier: Any, progress: bool, **kwargs: Any) -> Trainer:
+    from shardgraph.model.model import Model
+
+    model = Model(config, data)
+    n_lhs = max((model.entity_types[r.lhs].partitions for r in model.relations), default=1)
+    n_rhs = max((model.entity_types[r.rhs].partitions for r in model.relations), default=1)
+
+    def partitioned(bucket: tuple[int, int]) -> list[tuple[str, int]]:
+        return [key for key in bucket_partitions(model, *bucket) if model.entity_types[key[0]].partitions > 1]
+
+    scheduler = TrainerScheduler(config, store, env["rank"], env["world_size"], n_lhs, n_rhs, partitioned, barrier)
+    return Trainer(config, data, path, scheduler=scheduler, progress=progress and env["rank"] == 0,
+                   rank=env["rank"], **kwargs)
