@@ -6,6 +6,7 @@ Memory is the peak over time of the summed PSS of a process and all its descenda
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -59,10 +60,8 @@ class TreeSampler:
             pss = rss = 0
             for p in procs:
                 pss += pss_kb(p.pid)
-                try:
+                with contextlib.suppress(psutil.Error):
                     rss += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak_pss_kb = max(self.peak_pss_kb, pss)
             self.peak_rss = max(self.peak_rss, rss)
             self._stop.wait(self.interval)

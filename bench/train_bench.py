@@ -85,7 +85,8 @@ def main() -> None:
         emit({"bench": "train", "tool": "shardgraph", "setting": setting,
               **run_shardgraph(graph, args.workdir, partitions, args)})
         if not args.skip_pbg:
-            emit({"bench": "train", "tool": "pbg", "setting": setting, **run_pbg(graph, args.workdir, partitions, args)})
+            emit({"bench": "train", "tool": "pbg", "setting": setting,
+                  **run_pbg(graph, args.workdir, partitions, args)})
 
 
 if __name__ == "__main__":

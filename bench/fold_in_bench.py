@@ -1,0 +1,136 @@
+"""Embeddings for new nodes: fold-in quality on FB15k-237.
+
+    python bench/fold_in_bench.py [--holdout 0.1] [--config configs/fb15k237.toml]
+
+10% of the entities (seeded) are held out of training entirely: every training edge that
+touches one is removed. The shipped config trains on the rest; the held-out entities are
+then folded in from their training edges (`embed-new`: only their rows are optimised, the
+model is frozen), and their test edges are ranked (filtered, against all entities, both
+directions). The same test edges are ranked by the model trained normally on all training
+edges. Prints both MRRs and their ratio (the target is >= 0.7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import REPO, emit
+
+
+def read(path: Path) -> list[tuple[str, str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:  # type: ignore[operator]
+        return [tuple(line.rstrip("\n").split("\t")) for line in f if line.strip()]  # type: ignore[misc]
+
+
+def write(path: Path, edges: list[tuple[str, str, str]]) -> Path:
+    path.write_text("".join("\t".join(e) + "\n" for e in edges))
+    return path
+
+
+def rank_edges(model: object, edges: list[tuple[str, str, str]], known: set[tuple[str, str, str]]) -> dict:
+    """Filtered ranks of test edges (both directions) against every entity the model knows."""
+    from shardgraph.export.model import EmbeddingModel
+
+    assert isinstance(model, EmbeddingModel)
+    names = model.index().names.to_pylist()
+    position = {n: i for i, n in enumerate(names)}
+    vectors = torch.from_numpy(model.vectors(names))
+    by_rel_lhs: dict[tuple[str, str], set[int]] = {}
+    by_rel_rhs: dict[tuple[str, str], set[int]] = {}
+    for s, r, o in known:
+        if s in position and o in position:
+            by_rel_lhs.setdefault((s, r), set()).add(position[o])
+            by_rel_rhs.setdefault((o, r), set()).add(position[s])
+    reciprocal = []
+    with torch.no_grad():
+        for s, r, o in edges:
+            rel = model._relation(r)
+            spec = model.model.relations[rel]
+            for predict, known_id, truth, filters in (("rhs", s, o, by_rel_lhs.get((s, r), set())),
+                                                      ("lhs", o, s, by_rel_rhs.get((o, r), set()))):
+                direction = model.model.directions(spec)[0 if predict == "rhs" else 1]
+                query = model.model.query(direction, vectors[position[known_id]][None], model.tables,
+                                          torch.tensor([rel]))
+                candidates = model.model.comparator.prepare(vectors) if direction.candidate_op is None else \
+                    model.model.candidates(direction, vectors, model.tables, rel)
+                scores = model.model.comparator.all_pairs(query[None], candidates[None])[0, 0]
+                true_score = scores[position[truth]].item()
+                mask = torch.zeros(len(names), dtype=torch.bool)
+                mask[list(filters)] = True
+                mask[position[truth]] = True
+                others = scores[~mask]
+                rank = 1 + (others > true_score).sum().item() + 0.5 * (others == true_score).sum().item()
+                reciprocal.append(1.0 / rank)
+    return {"mrr": float(np.mean(reciprocal)), "ranked": len(reciprocal)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--holdout", type=float, default=0.1)
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "fb15k237.toml")
+    ap.add_argument("--data", type=Path, default=REPO / "data" / "fb15k-237")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/sg-bench/foldin"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None, help="override training.epochs (quick runs)")
+    args = ap.parse_args()
+    import shardgraph
+    from shardgraph.export.foldin import fold_in, write_new_entities
+
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    train, valid, test = (read(args.data / f"{s}.txt.gz") for s in ("train", "valid", "test"))
+    entities = sorted({e for s, _, o in train + valid + test for e in (s, o)})
+    rng = np.random.default_rng(args.seed)
+    held = set(rng.choice(entities, size=int(len(entities) * args.holdout), replace=False).tolist())
+    kept_train = [e for e in train if e[0] not in held and e[2] not in held]
+    fold_edges = [e for e in train if (e[0] in held) != (e[2] in held)]
+    trained_entities = {x for s, _, o in kept_train for x in (s, o)}
+    folded_entities = {x for s, _, o in fold_edges for x in (s, o)} & held
+
+    def testable(edge: tuple[str, str, str]) -> bool:  # one end held out (and folded in), the other trained
+        s, _, o = edge
+        return (s in folded_entities and o in trained_entities) or (o in folded_entities and s in trained_entities)
+
+    held_test = [e for e in test if testable(e)]
+    extra = [f"training.epochs={args.epochs}"] if args.epochs else []
+
+    def trained(name: str, train_edges: list[tuple[str, str, str]]) -> Path:
+        dataset = args.workdir / f"{name}_data"
+        shardgraph.import_edges([write(args.workdir / f"{name}_train.tsv", train_edges)], dataset,
+                                valid=[write(args.workdir / f"{name}_valid.tsv",
+                                             [e for e in valid if e[0] not in held and e[2] not in held])],
+                                progress=False)
+        config = shardgraph.load_config(args.config, [f"data.dataset={dataset}", *extra])
+        return shardgraph.train(config, run_dir=args.workdir / f"{name}_run", progress=False).path
+
+    known = set(train + valid + test)
+    started = time.perf_counter()
+    base = shardgraph.load(trained("full", train))
+    base_result = rank_edges(base, held_test, known)
+    partial_run = trained("partial", kept_train)
+    partial = shardgraph.load(partial_run)
+    fold_started = time.perf_counter()
+    new = fold_in(partial, fold_edges)
+    fold_seconds = time.perf_counter() - fold_started
+    write_new_entities(partial, new, args.workdir / "folded_run")
+    folded = shardgraph.load(args.workdir / "folded_run")
+    fold_result = rank_edges(folded, held_test, known)
+    setting = f"fb15k237_holdout{args.holdout}"
+    common = {"held_out_entities": len(held), "fold_in_edges": len(fold_edges), "test_edges": len(held_test)}
+    emit({"bench": "fold_in", "tool": "shardgraph", "setting": f"{setting}_trained_normally",
+          "mrr": round(base_result["mrr"], 4), **common})
+    emit({"bench": "fold_in", "tool": "shardgraph", "setting": f"{setting}_folded_in",
+          "mrr": round(fold_result["mrr"], 4), "ratio": round(fold_result["mrr"] / base_result["mrr"], 3),
+          "fold_in_s": round(fold_seconds, 1), "seconds": round(time.perf_counter() - started, 1), **common})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Distributed training: torchrun over loopback, the bucket lock service, losing a trainer."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch.distributed as dist
+
+from shardgraph.config import dump_config
+from shardgraph.data.dataset import Dataset
+from shardgraph.distributed.scheduler import DistributedScheduler
+from shardgraph.eval.evaluate import evaluate
+from shardgraph.model.model import Model
+from shardgraph.storage.buffer import PartitionBuffer
+from shardgraph.storage.checkpoint import CheckpointStore
+from shardgraph.train.callbacks import BucketStats
+from shardgraph.train.trainer import train
+from shardgraph.train.worker import bucket_partitions
+from tests.conftest import REPO
+from tests.test_train import kg_config, kg_dataset
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun(config_path: Path, run_dir: Path, *extra: str, restarts: int = 0) -> subprocess.Popen[str]:
+    command = [*TORCHRUN, "--nnodes", "1", "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"127.0.0.1:{free_port()}", "--max-restarts", str(restarts), "-m", "shardgraph", "train",
+               str(config_path), "--out", str(run_dir), "--no-progress", *extra]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_trainers_match_a_single_process(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "kinship", 4)
+    config = kg_config(dataset, "training.epochs=12", "model.dimension=48")
+    (tmp_path / "c.toml").write_text(dump_config(config))
+    proc = torchrun(tmp_path / "c.toml", tmp_path / "dist")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    manifest = json.loads((tmp_path / "dist" / "checkpoint" / "manifest.json").read_text())
+    assert manifest["epoch"] == 12
+    trained_per_epoch = 0
+    for name in ("metrics.jsonl", "metrics.r1.jsonl"):
+        records = [json.loads(line) for line in (tmp_path / "dist" / name).read_text().splitlines()]
+        trained_per_epoch += sum(r["edges"] for r in records if r["event"] == "bucket" and r["epoch"] == 0)
+    assert trained_per_epoch == Dataset(dataset).edge_count("train")  # every bucket once, by one trainer
+    single = train(config, run_dir=tmp_path / "single", progress=False)
+    distributed_mrr = evaluate(tmp_path / "dist", split="test")["mrr"]
+    single_mrr = evaluate(single.path, split="test")["mrr"]
+    assert abs(distributed_mrr - single_mrr) < 0.02, (distributed_mrr, single_mrr)
+
+
+def test_lock_service_never_gives_out_a_partition_twice(tmp_path: Path) -> None:
+    """Several simulated trainers (threads) over one store: buckets held at the same time never share
+    a partition, and every bucket is trained exactly once per epoch."""
+    dataset_path = kg_dataset(tmp_path, "nations", 5)
+    config = kg_config(dataset_path)
+    dataset = Dataset(dataset_path)
+    model = Model(config, dataset)
+    store = dist.HashStore()
+    trainers = 4
+    holding: dict[int, set[tuple[str, int]]] = {}
+    trained: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+    barrier = threading.Barrier(trainers)
+
+    def partitioned(bucket: tuple[int, int]) -> list[tuple[str, int]]:
+        return bucket_partitions(model, *bucket)
+
+    def trainer(rank: int) -> None:
+        rng = random.Random(rank)
+        buffer = PartitionBuffer(model, CheckpointStore(tmp_path / "run", tag=f"r{rank}"), None, slots=5, seed=0,
+                                 prefetch=False)
+        scheduler = DistributedScheduler(config, store, rank, trainers, 5, 5, partitioned, barrier.wait)
+        scheduler.attach(buffer)
+        for epoch in range(2):
+            scheduler.start_epoch(epoch, 0)
+            while (item := scheduler.acquire()) is not None:
+                _, bucket = item
+                keys = set(partitioned(bucket))
+                with lock:
+                    for other, held in holding.items():
+                        if keys & held:
+                            errors.append(f"epoch {epoch}: trainer {rank} got {bucket} while {other} holds {held}")
+                    holding[rank] = keys
+                    trained.append(bucket)
+                buffer.ensure(sorted(keys))
+                buffer.mark_dirty(keys)
+                time.sleep(rng.uniform(0, 0.01))
+                with lock:
+                    holding.pop(rank)
+                scheduler.release(0, bucket, BucketStats(epoch, 0, 25, *bucket, 0, 0.0, 0.0))
+            scheduler.end_epoch()
+        buffer.close()
+
+    threads = [threading.Thread(target=trainer, args=(r,)) for r in range(trainers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors[:5]
+    assert sorted(trained) == sorted([(i, j) for i in range(5) for j in range(5)] * 2)
+
+
+def test_losing_a_trainer_restarts_the_group_and_finishes(tmp_path: Path) -> None:
+    dataset = kg_dataset(tmp_path, "kinship", 4)
+    config = kg_config(dataset, "training.epochs=8", "model.dimension=48")
+    (tmp_path / "c.toml").write_text(dump_config(config))
+    proc = torchrun(tmp_path / "c.toml", tmp_path / "run", restarts=1)
+    manifest = tmp_path / "run" / "checkpoint" / "manifest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and json.loads(manifest.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # in the middle of the next epoch
+    trainers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "shardgraph" in " ".join(p.cmdline())]
+    assert trainers, "no trainer process found"
+    trainers[-1].kill()  # kill -9 one trainer
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert json.loads(manifest.read_text())["epoch"] == 8
+    undisturbed = train(config, run_dir=tmp_path / "single", progress=False)
+    assert abs(evaluate(tmp_path / "run")["mrr"] - evaluate(undisturbed.path)["mrr"]) < 0.05
+
+
+@pytest.mark.parametrize("world", [1])
+def test_distributed_flag_needs_torchrun(tmp_path: Path, world: int) -> None:
+    dataset = kg_dataset(tmp_path, "nations", 1)
+    (tmp_path / "c.toml").write_text(dump_config(kg_config(dataset)))
+    proc = subprocess.run([sys.executable, "-m", "shardgraph", "train", str(tmp_path / "c.toml"), "--distributed",
+                           "--out", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "torchrun" in proc.stderr
