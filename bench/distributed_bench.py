@@ -20,22 +20,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import PEERS, PYTHON, REPO, TreeSampler, emit, generated_graph, last_json, pbg_python, run_measured
-
-PBG_CONFIG = """
-def get_torchbiggraph_config():
-    return dict(
-        entity_path={entity_path!r},
-        edge_paths={edge_paths!r},
-        checkpoint_path={checkpoint_path!r},
-        entities={{"node": {{"num_partitions": {partitions}}}}},
-        relations=[{{"name": "r0", "lhs": "node", "rhs": "node", "operator": "none"}}],
-        dynamic_relations=False, dimension={dim}, global_emb=False, comparator="dot", loss_fn="softmax",
-        num_epochs={epochs}, num_batch_negs=50, num_uniform_negs=50, batch_size=1000, lr=0.1,
-        eval_fraction=0.0, workers=1, num_machines=2, distributed_init_method={init!r},
-        checkpoint_preservation_interval=None, verbose=0,
-    )
-"""
+from bench.common import (
+    PEERS,
+    PYTHON,
+    REPO,
+    TreeSampler,
+    emit,
+    generated_graph,
+    last_json,
+    pbg_config,
+    pbg_python,
+    run_measured,
+)
 
 
 def free_port() -> int:
@@ -115,10 +111,11 @@ def main() -> None:
     shutil.rmtree(pbg_dir, ignore_errors=True)
     pbg_dir.mkdir()
     cfg = pbg_dir / "config.py"
-    cfg.write_text(PBG_CONFIG.format(entity_path=str(pbg_dir / "data"),
-                                     edge_paths=[str(pbg_dir / "train_p"), str(pbg_dir / "test_p")],
-                                     checkpoint_path=str(pbg_dir / "model"), partitions=args.partitions,
-                                     dim=args.dim, epochs=args.epochs, init=f"tcp://127.0.0.1:{free_port()}"))
+    cfg.write_text(pbg_config(pbg_dir / "data", [pbg_dir / "train_p", pbg_dir / "test_p"], pbg_dir / "model",
+                              args.partitions, args.dim, comparator="dot", loss_fn="softmax", num_epochs=args.epochs,
+                              num_batch_negs=50, num_uniform_negs=50, batch_size=1000, lr=0.1, eval_fraction=0.0,
+                              workers=1, num_machines=2, distributed_init_method=f"tcp://127.0.0.1:{free_port()}",
+                              checkpoint_preservation_interval=None, verbose=0))
     python = str(pbg_python())
     run_measured([python, str(PEERS / "pbg" / "pbg_import_batched.py"), "--lhs-col=0", "--rel-col=1", "--rhs-col=2",
                   str(cfg), str(graph["train"]), str(graph["test"])])

@@ -13,20 +13,17 @@ import argparse
 import shutil
 from pathlib import Path
 
-from bench.common import PEERS, PYTHON, emit, generated_graph, last_json, machine_load, pbg_python, run_measured
-
-PBG_CONFIG = """
-def get_torchbiggraph_config():
-    return dict(
-        entity_path={entity_path!r},
-        edge_paths=[{edge_path!r}],
-        checkpoint_path={checkpoint_path!r},
-        entities={{"node": {{"num_partitions": {partitions}}}}},
-        relations=[{{"name": "r0", "lhs": "node", "rhs": "node", "operator": "none"}}],
-        dynamic_relations=False,
-        dimension=100,
-    )
-"""
+from bench.common import (
+    PEERS,
+    PYTHON,
+    emit,
+    generated_graph,
+    last_json,
+    machine_load,
+    pbg_config,
+    pbg_python,
+    run_measured,
+)
 
 
 def main() -> None:
@@ -58,8 +55,7 @@ def main() -> None:
     shutil.rmtree(pbg_dir, ignore_errors=True)
     pbg_dir.mkdir()
     config = pbg_dir / "config.py"
-    config.write_text(PBG_CONFIG.format(entity_path=str(pbg_dir / "data"), edge_path=str(pbg_dir / "edges"),
-                                        checkpoint_path=str(pbg_dir / "model"), partitions=args.partitions))
+    config.write_text(pbg_config(pbg_dir / "data", [pbg_dir / "edges"], pbg_dir / "model", args.partitions, 100))
     load = machine_load()
     pbg = run_measured([str(pbg_python()), str(PEERS / "pbg" / "pbg_import_batched.py"), "--lhs-col=0",
                         "--rel-col=1", "--rhs-col=2", str(config), str(graph)])

@@ -17,21 +17,20 @@ export memory-map them.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 import xxhash
 
 from shardgraph.errors import CheckpointError
-from shardgraph.utils.atomic import atomic_write_text, disk_full_message, fsync_dir, temp_sibling
+from shardgraph.utils.atomic import atomic_file, atomic_write_text, disk_full_message
 from shardgraph.utils.npy import payload_checksum
 
 FORMAT = "shardgraph-checkpoint"
@@ -243,34 +242,18 @@ class CheckpointStore:
         return best
 
     def _write_npy(self, name: str, array: np.ndarray) -> str:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_sibling(path)
-        try:
-            with open(temp, "wb") as f:
-                np.lib.format.write_array(f, array, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-            fsync_dir(path.parent)
-        except OSError as exc:
-            temp.unlink(missing_ok=True)
-            raise CheckpointError(disk_full_message(exc, path) or f"cannot write {path}: {exc}") from exc
+        self._write(name, lambda f: np.lib.format.write_array(f, array, allow_pickle=False))
         return payload_checksum(array)
 
     def _write_bytes(self, name: str, data: bytes) -> None:
+        self._write(name, lambda f: f.write(data))
+
+    def _write(self, name: str, fill: Callable[[BinaryIO], object]) -> None:
         path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_sibling(path)
         try:
-            with open(temp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-            fsync_dir(path.parent)
+            with atomic_file(path) as f:
+                fill(f)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise CheckpointError(disk_full_message(exc, path) or f"cannot write {path}: {exc}") from exc
 
 

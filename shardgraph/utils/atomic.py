@@ -11,11 +11,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 from shardgraph.errors import ShardgraphError
 
 
-def fsync_dir(path: str | Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a directory by path."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -23,19 +25,14 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = fsync_path
 
 
 def fsync_tree(root: Path) -> None:
     """fsync every file and directory under root (children first)."""
     for dirpath, _, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            fsync_file(os.path.join(dirpath, name))
+            fsync_path(os.path.join(dirpath, name))
         fsync_dir(dirpath)
 
 
@@ -85,13 +82,16 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file by temp + fsync + rename (+ fsync of the directory)."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary file; on success it is fsynced and renamed to `path` (then the directory is
+    fsynced); on any error it is removed and `path` is untouched."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_sibling(path)
     try:
         with open(temp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
@@ -100,6 +100,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file by temp + fsync + rename (+ fsync of the directory)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
