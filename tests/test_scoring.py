@@ -149,7 +149,7 @@ def test_loss_gradients_equal_autograd(loss_name: str) -> None:
     valid = torch.rand(5, 7, generator=generator) > 0.3
     reference = loss(pos, neg, valid)
     reference.sum().backward()
-    value, d_pos, d_neg = loss_and_grad(loss, pos.detach(), neg.detach(), valid)
+    value, d_pos, d_neg = loss_and_grad(loss, pos.detach(), neg.detach().clone(), ~valid)
     torch.testing.assert_close(value, reference.detach())
     torch.testing.assert_close(d_pos, pos.grad)
     torch.testing.assert_close(d_neg, neg.grad)
@@ -174,10 +174,10 @@ def test_loss_values_by_hand() -> None:
 
 
 def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool, loss: str,
-               all_negs: bool = False, regularizer: str = "none") -> None:
-    chunk, chunks, uniform = 3, 2, 4
-    config = make_config(operator, comparator, dynamic, loss, num_batch_negs=chunk, num_uniform_negs=uniform,
-                         all_negs=all_negs)
+               all_negs: bool = False, regularizer: str = "none", uniform: int = 4, batch: bool = True) -> None:
+    chunk, chunks = 3, 2
+    config = make_config(operator, comparator, dynamic, loss, num_batch_negs=chunk if batch else 0,
+                         num_uniform_negs=uniform, all_negs=all_negs)
     if regularizer != "none":
         config = config.replace(model=type(config.model)(**{**config.model.__dict__, "regularizer": regularizer,
                                                             "regularization_weight": 0.01}))
@@ -199,8 +199,10 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
         lhs_neg = rhs_neg = torch.arange(ENTITIES).unsqueeze(0)
         chunk = n
     else:
-        lhs_neg = torch.tensor([[5, 6, 0, 11], [2, 2, 10, 1]])
-        rhs_neg = torch.tensor([[4, 7, 1, 0], [8, 3, 3, 6]])  # 4 equals a positive of chunk 0, 8 of chunk 1
+        lhs_neg = torch.tensor([[5, 6, 0, 11], [2, 2, 10, 1]])[:, :uniform]
+        rhs_neg = torch.tensor([[4, 7, 1, 0], [8, 3, 3, 6]])[:, :uniform]  # 4, 8: positives of chunks 0, 1
+        if not batch:  # one chunk: the whole batch shares the uniform negatives
+            chunk, lhs_neg, rhs_neg = n, lhs_neg[:1], rhs_neg[:1]
     result = step.compute(table, table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk)
 
     # naive: one edge at a time, with autograd
@@ -214,7 +216,7 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
         sides = (("rhs", lhs, rhs, rhs, rhs_neg), ("lhs", rhs, lhs, lhs, lhs_neg))
         for predict, known, truth, batch_ids, uniform_ids in sides:
             candidates = list(range(ENTITIES)) if all_negs else \
-                batch_ids[c * chunk : (c + 1) * chunk].tolist() + uniform_ids[c].tolist()
+                (batch_ids[c * chunk : (c + 1) * chunk].tolist() if batch else []) + uniform_ids[c].tolist()
             candidates = [x for x in candidates if x != int(truth[i])]
             known_vector = emb[int(known[i])]
 
@@ -277,6 +279,14 @@ def test_step_equals_naive_per_comparator_and_loss(tiny_dataset: Path, comparato
 @pytest.mark.parametrize(("operator", "dynamic"), list(itertools.product(OPERATOR_NAMES, (False, True))))
 def test_step_equals_naive_per_operator(tiny_dataset: Path, operator: str, dynamic: bool) -> None:
     _step_case(tiny_dataset, operator, "dot", dynamic=dynamic, loss="softmax")
+
+
+@pytest.mark.parametrize(("loss", "uniform", "batch", "dynamic"), [
+    ("softmax", 0, True, False), ("ranking", 0, True, True), ("logistic", 4, False, False), ("softmax", 4, False, True),
+])
+def test_step_with_one_negative_block_equals_naive(tiny_dataset: Path, loss: str, uniform: int, batch: bool,
+                                                   dynamic: bool) -> None:
+    _step_case(tiny_dataset, "diagonal", "dot", dynamic=dynamic, loss=loss, uniform=uniform, batch=batch)
 
 
 @pytest.mark.parametrize(("comparator", "loss"), list(itertools.product(COMPARATOR_NAMES, LOSS_NAMES)))

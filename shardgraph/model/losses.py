@@ -76,34 +76,37 @@ def make_loss(name: str, margin: float) -> Loss:
     return LOSSES.get(name)(margin)
 
 
-def loss_and_grad(loss: Loss, pos: Tensor, neg: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """(per-edge loss (B,), dL/dpos (B,), dL/dneg (B, N)) without autograd, for the training step."""
+def loss_and_grad(loss: Loss, pos: Tensor, neg: Tensor, invalid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(per-edge loss (B,), dL/dpos (B,), dL/dneg (B, N)) without autograd, for the training step.
+
+    `invalid` (B, N) marks candidates that are not negatives of their row (the positive itself).
+    `neg` is overwritten (it becomes the returned gradient): the caller no longer needs the scores.
+    """
     if isinstance(loss, SoftmaxLoss):
-        if valid is not None:
-            neg = neg.masked_fill(~valid, float("-inf"))
+        if invalid is not None:
+            neg.masked_fill_(invalid, float("-inf"))
         top = torch.maximum(neg.amax(1), pos)
         exp_pos = torch.exp(pos - top)
-        exp_neg = torch.exp(neg - top.unsqueeze(1))
+        exp_neg = neg.sub_(top.unsqueeze(1)).exp_()
         total = exp_pos + exp_neg.sum(1)
         value = torch.log(total) + top - pos
         inv = total.reciprocal()
         return value, exp_pos * inv - 1.0, exp_neg.mul_(inv.unsqueeze(1))
     if isinstance(loss, LogisticLoss):
-        if valid is None:
-            count = torch.full_like(pos, neg.shape[1])
-            weight = 1.0 / count.unsqueeze(1)
+        if invalid is None:
+            weight: Tensor | float = 1.0 / neg.shape[1]
         else:
-            count = valid.sum(1).clamp_min(1).to(pos.dtype)
-            weight = valid / count.unsqueeze(1)
+            valid = ~invalid
+            weight = valid / valid.sum(1, keepdim=True).clamp_min(1).to(pos.dtype)
         value = F.softplus(-pos) + (F.softplus(neg) * weight).sum(1)
-        return value, -torch.sigmoid(-pos), torch.sigmoid(neg).mul_(weight)
+        return value, -torch.sigmoid(-pos), neg.sigmoid_().mul_(weight)
     if isinstance(loss, RankingLoss):
-        margins = loss.margin - pos.unsqueeze(1) + neg
-        active = margins > 0
-        if valid is not None:
-            active &= valid
-        value = (margins * active).sum(1)
-        grad_neg = active.to(pos.dtype)
+        margins = neg.add_((loss.margin - pos).unsqueeze(1))
+        if invalid is not None:
+            margins.masked_fill_(invalid, 0.0)
+        margins.clamp_min_(0.0)
+        value = margins.sum(1)
+        grad_neg = (margins > 0).to(pos.dtype)
         return value, -grad_neg.sum(1), grad_neg
     raise TypeError(f"no hand-written gradient for {type(loss).__name__}")
 

@@ -249,8 +249,8 @@ class BatchStep:
             scores, cache = chunk_scores(name, chunked(q), u.view(1, -1, dim) if t.all_negs else chunked(u))
             if t.all_negs:  # every entity is a candidate: exclude the positive by its column, no mask
                 return scores, None, cache
-            valid = chunked_ids(ids).unsqueeze(2) != neg_ids.unsqueeze(1)
-            return scores, valid, cache
+            invalid = chunked_ids(ids).unsqueeze(2) == neg_ids.unsqueeze(1)
+            return scores, invalid, cache
 
         def chunked_ids(ids: Tensor) -> Tensor:
             return ids.view(1, n) if t.all_negs else ids.view(chunks, chunk)
@@ -267,15 +267,20 @@ class BatchStep:
         caches: dict[str, Tensor | None] = {}
         if use_batch:
             score_rb, cache_rb = chunk_scores(name, chunked(qr), chunked(pr))
-            valid_rb = chunked_ids(rhs).unsqueeze(2) != chunked_ids(rhs).unsqueeze(1)
-            blocks_r.append((score_rb, valid_rb))
+            invalid_rb = chunked_ids(rhs).unsqueeze(2) == chunked_ids(rhs).unsqueeze(1)
             caches["rb"] = cache_rb
-            valid_lb = chunked_ids(lhs).unsqueeze(2) != chunked_ids(lhs).unsqueeze(1)
+            invalid_lb = chunked_ids(lhs).unsqueeze(2) == chunked_ids(lhs).unsqueeze(1)
             if symmetric:
-                blocks_l.append((score_rb.transpose(1, 2), valid_lb))
+                # the lhs direction reads the same scores transposed: the losses, which overwrite
+                # their scores, each get a copy when this block is all they have
+                shared = score_rb if rhs_neg.numel() else score_rb.clone()
+                blocks_r.append((shared, invalid_rb))
+                blocks_l.append((score_rb.transpose(1, 2) if lhs_neg.numel() else score_rb.transpose(1, 2).clone(),
+                                 invalid_lb))
             else:
+                blocks_r.append((score_rb, invalid_rb))
                 score_lb, cache_lb = chunk_scores(name, chunked(ql), chunked(pl))
-                blocks_l.append((score_lb, valid_lb))
+                blocks_l.append((score_lb, invalid_lb))
                 caches["lb"] = cache_lb
         if rhs_neg.numel():
             score_ru, valid_ru, cache_ru = uniform_block(qr, nr, rhs, rhs_neg)
@@ -340,9 +345,13 @@ class BatchStep:
                 loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg.mul_(weight.unsqueeze(1))
             return loss, d_pos, [d_neg.view(scores.shape)]
         sizes = [scores.shape[2] for scores, _ in blocks]
-        negs = torch.cat([scores.reshape(n, -1) for scores, _ in blocks], dim=1)
-        valid = torch.cat([v.reshape(n, -1) for _, v in blocks if v is not None], dim=1)
-        loss, d_pos, d_neg = loss_and_grad(self.model.loss, pos, negs, valid)
+        if len(blocks) == 1:
+            negs, invalid = blocks[0][0].reshape(n, -1), blocks[0][1]
+            invalid = None if invalid is None else invalid.reshape(n, -1)
+        else:
+            negs = torch.cat([scores.reshape(n, -1) for scores, _ in blocks], dim=1)
+            invalid = torch.cat([v.reshape(n, -1) for _, v in blocks if v is not None], dim=1)
+        loss, d_pos, d_neg = loss_and_grad(self.model.loss, pos, negs, invalid)
         if weight is not None:
             loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg * weight.unsqueeze(1)
         d_blocks = [d.reshape(scores.shape) for d, (scores, _) in zip(d_neg.split(sizes, dim=1), blocks, strict=True)]
