@@ -286,7 +286,7 @@ def import_edges(
         edge_counts: dict[str, int] = {}
         dropped: dict[str, int] = {}
         relation_edges: dict[str, np.ndarray] = {}
-        bar = tqdm(total=None, unit=" lines", unit_scale=True, disable=not progress, desc="import",
+        bar = tqdm(total=None, unit=" lines", unit_scale=True, disable=None if progress else True, desc="import",
                    mininterval=0.5)
         for split, split_readers in readers.items():
             if not split_readers:

@@ -201,7 +201,8 @@ class Evaluator:
             edges = edges[np.sort(self.rng.choice(len(edges), max_edges, replace=False))]
         with torch.no_grad():
             directions = {}
-            for predict in tqdm(("rhs", "lhs"), desc=f"eval {split}", disable=not self.progress, leave=False):
+            for predict in tqdm(("rhs", "lhs"), desc=f"eval {split}", disable=None if self.progress else True,
+                                leave=False):
                 directions[predict] = self.rank(edges, predict)
         both = directions["rhs"].concat(directions["lhs"])
         result: dict[str, Any] = {"split": split, "filtered": self.filtered, "edges": len(edges),

@@ -239,7 +239,7 @@ def export(run: str | Path | TrainedRun, format: str, out: str | Path, *, entity
     out_path.parent.mkdir(parents=True, exist_ok=True)
     total = sum(trained.model.entity_types[t].count for t in types)
     writer = writer_class(out_path, dims.pop(), total, np.dtype(dtype))
-    bar = tqdm(total=total, unit=" rows", unit_scale=True, disable=not progress, desc=f"export {format}")
+    bar = tqdm(total=total, unit=" rows", unit_scale=True, disable=None if progress else True, desc=f"export {format}")
     try:
         for name in types:
             writer.begin_type(name, trained.model.entity_types[name].count)

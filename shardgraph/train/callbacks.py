@@ -98,24 +98,24 @@ class ProgressCallback(Callback):
         self.edges = 0
 
     def on_epoch_begin(self, epoch: int, buckets: int, edges: int) -> None:
+        # disable=None: no bar when stderr is not a terminal (logs redirected to a file)
         self.bar = tqdm(total=edges, unit=" edges", unit_scale=True, desc=f"epoch {epoch + 1}/{self.epochs}",
-                        leave=False, mininterval=0.5)
+                        leave=False, mininterval=0.5, disable=None)
         self.base = 0
         self.loss = 0.0
         self.edges = 0
 
     def on_progress(self, edges_done: int) -> None:
         if self.bar is not None:
-            self.bar.n = min(self.base + edges_done, self.bar.total)
-            self.bar.refresh()
+            self.bar.update(min(self.base + edges_done, self.bar.total) - self.bar.n)  # throttled by mininterval
 
     def on_bucket_end(self, stats: BucketStats) -> None:
         self.base += stats.edges
         self.loss += stats.loss
         self.edges += stats.edges
         if self.bar is not None:
-            self.bar.n = min(self.base, self.bar.total)
-            self.bar.set_postfix(loss=f"{self.loss / max(1, self.edges):.4f}", refresh=True)
+            self.bar.set_postfix(loss=f"{self.loss / max(1, self.edges):.4f}", refresh=False)
+            self.bar.update(min(self.base, self.bar.total) - self.bar.n)
 
     def on_epoch_end(self, stats: EpochStats) -> None:
         if self.bar is not None:

@@ -1,0 +1,27 @@
+"""Published-quality checks that take minutes: run with `pytest -m slow` (not part of `make test`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shardgraph.config import load_config
+from shardgraph.data.importer import import_edges
+from shardgraph.eval.evaluate import evaluate
+from shardgraph.train.trainer import train
+from tests.conftest import FB15K237, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_fb15k237_shipped_config_reaches_published_quality(tmp_path: Path) -> None:
+    """configs/fb15k237.toml: filtered test MRR >= 0.32 and Hits@10 >= 0.50 in under 15 minutes."""
+    import_edges([FB15K237 / "train.txt.gz"], tmp_path / "fb", valid=[FB15K237 / "valid.txt.gz"],
+                 test=[FB15K237 / "test.txt.gz"], progress=False)
+    config = load_config(REPO / "configs" / "fb15k237.toml", [f"data.dataset={tmp_path / 'fb'}"])
+    run = train(config, run_dir=tmp_path / "run", progress=False)
+    assert run.train_s < 15 * 60
+    metrics = evaluate(run.path, split="test", filtered=True)
+    assert metrics["mrr"] >= 0.32, metrics
+    assert metrics["hits@10"] >= 0.50, metrics
