@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from shardgraph.config import load_config
 from shardgraph.data.dataset import Dataset
 from shardgraph.errors import TrainingError
 from shardgraph.eval.evaluate import evaluate
@@ -143,7 +142,7 @@ def test_kill_during_write_back_never_corrupts_the_checkpoint(tmp_path: Path) ->
             run.raw_embeddings("entity", partition)
     manifest = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())
     target = manifest["epoch"] + 1
-    done = subprocess.run(command + ["--resume", "-p", f"training.epochs={target}"], cwd=REPO, capture_output=True,
+    done = subprocess.run([*command, "--resume", "-p", f"training.epochs={target}"], cwd=REPO, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
     final = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())

@@ -49,7 +49,7 @@ def test_two_trainers_match_a_single_process(tmp_path: Path) -> None:
     config = kg_config(dataset, "training.epochs=12", "model.dimension=48")
     (tmp_path / "c.toml").write_text(dump_config(config))
     proc = torchrun(tmp_path / "c.toml", tmp_path / "dist")
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     manifest = json.loads((tmp_path / "dist" / "checkpoint" / "manifest.json").read_text())
     assert manifest["epoch"] == 12
@@ -132,7 +132,7 @@ def test_losing_a_trainer_restarts_the_group_and_finishes(tmp_path: Path) -> Non
     trainers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "shardgraph" in " ".join(p.cmdline())]
     assert trainers, "no trainer process found"
     trainers[-1].kill()  # kill -9 one trainer
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert json.loads(manifest.read_text())["epoch"] == 8
     undisturbed = train(config, run_dir=tmp_path / "single", progress=False)

@@ -26,9 +26,10 @@ import torch.distributed as dist
 
 from shardgraph.config import Config, load_config
 from shardgraph.data.dataset import Dataset
-from shardgraph.distributed.scheduler import DistributedScheduler
+from shardgraph.distributed.scheduler import DistributedScheduler, StoreMutex
 from shardgraph.errors import ConfigError
 from shardgraph.storage.buffer import PartitionBuffer
+from shardgraph.train.callbacks import BucketStats
 from shardgraph.train.trainer import Run, Trainer, default_run_dir
 from shardgraph.train.worker import bucket_partitions
 
@@ -45,28 +46,60 @@ def distributed_environment() -> dict[str, int] | None:
 
 
 class SharedParameters:
-    """Averages, across trainers, what every trainer trains a copy of."""
+    """Keeps what every trainer trains a copy of in step across trainers.
 
-    def __init__(self, buffer: PartitionBuffer, world_size: int) -> None:
-        self.buffer, self.world_size = buffer, world_size
+    Relation parameters, global biases and their Adagrad state are small: after every bucket a
+    trainer adds what it changed since its last sync to a central copy in the c10d store and
+    takes the central copy back (asynchronous, like a parameter server, without one to run).
+    Unpartitioned entity types can be large: their copies are averaged with an all-reduce at
+    each epoch end.
+    """
 
-    def average(self) -> None:
+    def __init__(self, buffer: PartitionBuffer, store: dist.Store, rank: int, world_size: int) -> None:
+        self.buffer, self.store, self.rank, self.world_size = buffer, store, rank, world_size
+        self.mutex = StoreMutex(store, "parameters-mutex", str(rank))
+        shared = buffer.shared
+        self.tensors = {f"{group}/{key}": tensor for group, tensors in
+                        (("rel", shared.relations), ("relstate", shared.relation_state), ("bias", shared.bias),
+                         ("biasstate", shared.bias_state)) for key, tensor in tensors.items() if tensor.numel()}
+        self.base: dict[str, torch.Tensor] = {}
+
+    def publish(self) -> None:
+        """Rank 0 sets the central copy (all trainers hold the same values); everyone records its base.
+        Call between two barriers."""
+        if self.rank == 0:
+            self.mutex.initialize()
+            for key, tensor in self.tensors.items():
+                self.store.set(key, tensor.numpy().tobytes())  # type: ignore[arg-type]
+        self.base = {key: tensor.clone() for key, tensor in self.tensors.items()}
+
+    def sync(self) -> None:
+        """Add local changes to the central copy; take the central copy."""
+        with self.mutex:
+            for key, tensor in self.tensors.items():
+                central = torch.frombuffer(bytearray(self.store.get(key)), dtype=torch.float32).view_as(tensor)
+                central += tensor - self.base[key]
+                self.store.set(key, central.numpy().tobytes())  # type: ignore[arg-type]
+                tensor.copy_(central)
+                self.base[key] = central
+
+    def pull(self) -> None:
+        """Take the central copy (at an epoch end, after every trainer's last sync)."""
+        for key, tensor in self.tensors.items():
+            tensor.copy_(torch.frombuffer(bytearray(self.store.get(key)), dtype=torch.float32).view_as(tensor))
+
+    def average_unpartitioned(self) -> None:
         buffer = self.buffer
-        tensors = [*buffer.shared.relations.values(), *buffer.shared.relation_state.values(),
-                   *buffer.shared.bias.values(), *buffer.shared.bias_state.values()]
         unpartitioned = [(name, 0) for name, spec in buffer.model.entity_types.items() if spec.partitions == 1]
         buffer.ensure(unpartitioned)
         for key in unpartitioned:
             table, state, count = buffer.table(key)
-            tensors += [table[:count], state[:count]]
-        for tensor in tensors:
-            if tensor.numel() == 0:
-                continue
-            work = tensor.float() if tensor.dtype != torch.float32 else tensor
-            dist.all_reduce(work, op=dist.ReduceOp.SUM)
-            work /= self.world_size
-            if work is not tensor:
-                tensor.copy_(work)
+            for tensor in (table[:count], state[:count]):
+                work = tensor.float() if tensor.dtype != torch.float32 else tensor
+                dist.all_reduce(work, op=dist.ReduceOp.SUM)
+                work /= self.world_size
+                if work is not tensor:
+                    tensor.copy_(work)
         buffer.mark_dirty(unpartitioned)
 
 
@@ -75,12 +108,23 @@ class TrainerScheduler(DistributedScheduler):
 
     def attach(self, buffer: PartitionBuffer) -> None:
         super().attach(buffer)
-        self.shared = SharedParameters(buffer, self.world_size)
+        self.shared = SharedParameters(buffer, self.store, self.rank, self.world_size)
 
     partial_checkpoints = False
 
+    def start_epoch(self, epoch: int, first: int) -> int:
+        count = super().start_epoch(epoch, first)  # ends with a barrier: every trainer holds the same values
+        self.shared.publish()
+        self.barrier()
+        return count
+
+    def release(self, index: int, bucket: tuple[int, int], stats: BucketStats) -> None:
+        super().release(index, bucket, stats)
+        self.shared.sync()
+
     def after_epoch(self, buffer: PartitionBuffer) -> bool:
-        self.shared.average()
+        self.shared.pull()  # end_epoch's barrier: every trainer has synced its last bucket
+        self.shared.average_unpartitioned()
         if self.rank != 0:
             return False
         keys = [(name, p) for name, spec in buffer.model.entity_types.items() if spec.partitions > 1
@@ -114,11 +158,16 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         config = config.replace(training=dataclasses.replace(config.training, workers=per_trainer))
     rank, world_size = env["rank"], env["world_size"]
     resume = resume or env["restart"] > 0
+    # the store torchrun provides (env://), under a prefix of its own for each restart of the group:
+    # keys a dead trainer left (its gloo address, bucket locks) must not be read by its successor
+    base, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size,
+                                      timeout=timedelta(minutes=10)))
+    attempt = dist.PrefixStore(f"shardgraph/attempt{env['restart']}/", base)
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(minutes=60))
+        dist.init_process_group(backend, store=dist.PrefixStore("pg/", attempt), rank=rank, world_size=world_size,
+                                timeout=timedelta(minutes=60))
     try:
-        base = dist.distributed_c10d._get_default_store()
-        store = dist.PrefixStore(f"shardgraph/attempt{env['restart']}/", base)
+        store = dist.PrefixStore("scheduler/", attempt)
         data = Dataset(config.data.dataset)
         path = Path(run_dir) if run_dir is not None else default_run_dir(config)
 
@@ -168,4 +217,4 @@ def _make_trainer(config: Config, data: Dataset, path: Path, store: dist.Store, 
 
     scheduler = TrainerScheduler(config, store, env["rank"], env["world_size"], n_lhs, n_rhs, partitioned, barrier)
     return Trainer(config, data, path, scheduler=scheduler, progress=progress and env["rank"] == 0,
-                   rank=env["rank"], **kwargs)
+                   rank=env["rank"], trainers_here=env["local_world_size"], **kwargs)

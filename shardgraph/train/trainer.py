@@ -159,9 +159,11 @@ class LocalScheduler(BucketScheduler):
 # ----------------------------------------------------------------------------- run directory
 
 
-def resolve_workers(config: Config) -> tuple[int, int]:
-    """(worker processes, torch threads per worker) for this machine."""
+def resolve_workers(config: Config, trainers_here: int = 1) -> tuple[int, int]:
+    """(worker processes, torch threads per worker) for this machine, shared by `trainers_here`
+    trainers (several when torchrun starts more than one per machine): never more threads than cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = max(1, cores // trainers_here)
     t = config.training
     workers = t.workers or cores
     if t.device == "cuda":
@@ -222,7 +224,8 @@ class Trainer:
 
     def __init__(self, config: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False,
                  overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
-                 scheduler: BucketScheduler | None = None, rank: int = 0, prepare: bool = True) -> None:
+                 scheduler: BucketScheduler | None = None, rank: int = 0, prepare: bool = True,
+                 trainers_here: int = 1) -> None:
         self.config = config
         self.dataset = dataset
         self.run_dir = run_dir
@@ -237,7 +240,7 @@ class Trainer:
         else:  # another trainer prepared the directory (distributed); files of this one carry its rank
             self.store = CheckpointStore(run_dir, tag=f"r{rank}")
             self.manifest = self.store.manifest() if resume else None
-        self.workers, self.threads = resolve_workers(config)
+        self.workers, self.threads = resolve_workers(config, trainers_here)
         partitions = self.model.num_partitions
         storage = config.storage
         self.slots = partitions if storage.buffer_partitions == 0 else min(storage.buffer_partitions, partitions)
