@@ -46,21 +46,25 @@ def torchrun(config_path: Path, run_dir: Path, *extra: str, restarts: int = 0) -
 
 def test_two_trainers_match_a_single_process(tmp_path: Path) -> None:
     dataset = kg_dataset(tmp_path, "kinship", 4)
-    config = kg_config(dataset, "training.epochs=12", "model.dimension=48")
+    config = kg_config(dataset, "training.epochs=16", "model.dimension=64")
     (tmp_path / "c.toml").write_text(dump_config(config))
     proc = torchrun(tmp_path / "c.toml", tmp_path / "dist")
     _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     manifest = json.loads((tmp_path / "dist" / "checkpoint" / "manifest.json").read_text())
-    assert manifest["epoch"] == 12
+    assert manifest["epoch"] == 16
     trained_per_epoch = 0
     for name in ("metrics.jsonl", "metrics.r1.jsonl"):
         records = [json.loads(line) for line in (tmp_path / "dist" / name).read_text().splitlines()]
         trained_per_epoch += sum(r["edges"] for r in records if r["event"] == "bucket" and r["epoch"] == 0)
     assert trained_per_epoch == Dataset(dataset).edge_count("train")  # every bucket once, by one trainer
     single = train(config, run_dir=tmp_path / "single", progress=False)
-    distributed_mrr = evaluate(tmp_path / "dist", split="test")["mrr"]
-    single_mrr = evaluate(single.path, split="test")["mrr"]
+
+    def mrr(run: Path) -> float:  # valid and test together: 2,142 edges, less noise than either alone
+        valid, test = evaluate(run, split="valid"), evaluate(run, split="test")
+        return (valid["mrr"] * valid["edges"] + test["mrr"] * test["edges"]) / (valid["edges"] + test["edges"])
+
+    distributed_mrr, single_mrr = mrr(tmp_path / "dist"), mrr(single.path)
     assert abs(distributed_mrr - single_mrr) < 0.02, (distributed_mrr, single_mrr)
 
 
