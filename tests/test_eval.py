@@ -78,3 +78,21 @@ def test_fair_ties_in_metrics() -> None:
     assert counts.ranks.tolist() == [2.5, 3.0]
     assert metrics["mrr"] == pytest.approx((1 / 2.5 + 1 / 3) / 2)
     assert metrics["hits@1"] == 0.0
+
+
+def test_partition_candidates_rank_within_the_true_partition(tmp_path: Path) -> None:
+    edges = [f"e{i}\tr\te{(i * 7 + 3) % 40}" for i in range(40)]
+    train = write_lines(tmp_path / "train.tsv", edges)
+    test = write_lines(tmp_path / "test.tsv", edges[:10])
+    import_edges([train], tmp_path / "ds", test=[test], partitions=4, progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    config = load_config(None, ["model.dimension=4"])
+    generator = torch.Generator().manual_seed(0)
+    tables = [torch.randn(count, 4, generator=generator) for count in dataset.entity_types["entity"].partition_counts]
+    run = create_run(tmp_path / "run", config, dataset, {"entity": tables})
+    everything = evaluate(run, filtered=False)
+    partition = evaluate(run, filtered=False, candidates="partition")
+    assert partition["mr"] <= everything["mr"]
+    assert partition["negatives"] == "partition"
+    one = evaluate(run, filtered=False, candidates="partition", max_edges=1)
+    assert one["mr"] <= 10  # at most 10 entities per partition

@@ -15,7 +15,8 @@ def _setup(p: argparse.ArgumentParser) -> None:
                       help="do not count other true edges of train/valid/test (default)")
     mode.add_argument("--raw", dest="filtered", action="store_false", help="count every candidate")
     p.add_argument("--negatives", default="all",
-                   help="candidates per edge: all entities of the type (default), or N sampled")
+                   help="candidates per edge: all entities of the type (default), N sampled, or 'partition': "
+                        "the true end's partition only (PyTorch-BigGraph's all_negs protocol)")
     p.add_argument("--batch-size", type=int, default=512, help="edges scored per matrix product")
     p.add_argument("--max-edges", type=int, default=0, help="evaluate a seeded sample of this many edges")
     p.add_argument("--dataset", help="dataset directory, if it moved since training")
@@ -28,7 +29,8 @@ def _eval(args: argparse.Namespace) -> int:
     from shardgraph.errors import ShardgraphError
     from shardgraph.eval.evaluate import evaluate
 
-    if args.negatives == "all":
+    candidates = "partition" if args.negatives == "partition" else "all"
+    if args.negatives in ("all", "partition"):
         negatives = 0
     else:
         try:
@@ -39,7 +41,7 @@ def _eval(args: argparse.Namespace) -> int:
             raise ShardgraphError(f"--negatives must be 'all' or a positive integer. Got {negatives} instead.")
     result = evaluate(args.run, split=args.split, filtered=args.filtered, negatives=negatives,
                       batch_size=args.batch_size, max_edges=args.max_edges, dataset=args.dataset,
-                      progress=not args.json, save=True)
+                      progress=not args.json, save=True, candidates=candidates)
     keys = ("split", "filtered", "edges", "mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")
     payload = {k: result[k] for k in keys} | {"negatives": result["negatives"], "seconds": result["seconds"],
                                               "rhs": result["rhs"], "lhs": result["lhs"]}

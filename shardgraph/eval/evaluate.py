@@ -49,7 +49,10 @@ class Evaluator:
     """Ranks the edges of a split against all (or sampled) candidates, streaming over partitions."""
 
     def __init__(self, run: TrainedRun, *, filtered: bool = True, negatives: int = 0, batch_size: int = 512,
-                 seed: int = 0, progress: bool = False) -> None:
+                 seed: int = 0, progress: bool = False, candidates: str = "all") -> None:
+        if candidates not in ("all", "partition"):
+            raise ShardgraphError(f"candidates must be all or partition. Got {candidates!r} instead.")
+        self.candidates = candidates
         self.run = run
         self.model = run.model
         self.filtered = filtered
@@ -141,25 +144,31 @@ class Evaluator:
         for partition, size in enumerate(spec.partition_counts):
             if size == 0:
                 continue
+            # candidates="partition": only the partition of each edge's true end (PBG's all_negs protocol)
+            scope = np.arange(n) if self.candidates == "all" else \
+                np.flatnonzero((true_ids >= offset) & (true_ids < offset + size))
+            if len(scope) == 0:
+                offset += size
+                continue
             entities = self._candidates(group, self.run.embeddings(spec.name, partition), rel)
             block = max(1, SCORE_BLOCK // batch)
-            for start in range(0, n, batch):
-                rows = np.arange(start, min(n, start + batch))
+            for start in range(0, len(scope), batch):
+                rows = scope[start : start + batch]
                 pairs = self._pairs_in(known, rows, offset, offset + size)
                 for c0 in range(0, size, block):
                     c1 = min(size, c0 + block)
                     scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0),
                                                              entities[c0:c1].unsqueeze(0))[0]
-                    masked = torch.zeros(scores.shape, dtype=torch.bool)
                     local_true = true_ids[rows] - offset - c0
                     hit = (local_true >= 0) & (local_true < c1 - c0)
-                    masked[torch.from_numpy(np.flatnonzero(hit)), torch.from_numpy(local_true[hit])] = True
+                    excluded_rows, excluded_cols = [np.flatnonzero(hit)], [local_true[hit]]
                     if pairs is not None:
                         pair_rows, pair_ids = pairs
                         inside = (pair_ids >= offset + c0) & (pair_ids < offset + c1)
-                        masked[torch.from_numpy(pair_rows[inside]),
-                               torch.from_numpy(pair_ids[inside] - offset - c0)] = True
-                    count_block(scores, true_scores[rows], counts, rows, masked)
+                        excluded_rows.append(pair_rows[inside])
+                        excluded_cols.append(pair_ids[inside] - offset - c0)
+                    count_block(scores, true_scores[rows], counts, rows,
+                                (np.concatenate(excluded_rows), np.concatenate(excluded_cols)))
             offset += size
 
     @staticmethod
@@ -183,14 +192,17 @@ class Evaluator:
             sample = np.unique(self.rng.integers(0, spec.count, self.negatives))
             candidates = self._candidates(group, self._gather(spec, sample), rel)
             scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
-            masked = torch.from_numpy(true_ids[rows, None] == sample[None, :])
+            true_rows, true_cols = np.nonzero(true_ids[rows, None] == sample[None, :])
+            excluded_rows, excluded_cols = [true_rows], [true_cols]
             pairs = self._pairs_in(known, rows, 0, spec.count)
             if pairs is not None:
                 pair_rows, pair_ids = pairs
                 position = np.searchsorted(sample, pair_ids)
                 found = (position < len(sample)) & (sample[np.minimum(position, len(sample) - 1)] == pair_ids)
-                masked[torch.from_numpy(pair_rows[found]), torch.from_numpy(position[found])] = True
-            count_block(scores, true_scores[rows], counts, rows, masked)
+                excluded_rows.append(pair_rows[found])
+                excluded_cols.append(position[found])
+            count_block(scores, true_scores[rows], counts, rows,
+                        (np.concatenate(excluded_rows), np.concatenate(excluded_cols)))
 
     def evaluate(self, split: str, max_edges: int = 0) -> dict[str, Any]:
         started = time.perf_counter()
@@ -207,7 +219,7 @@ class Evaluator:
         both = directions["rhs"].concat(directions["lhs"])
         result: dict[str, Any] = {"split": split, "filtered": self.filtered, "edges": len(edges),
                                   **metrics_from_counts(both)}
-        result["negatives"] = self.negatives or "all"
+        result["negatives"] = self.negatives or self.candidates
         for predict, counts in directions.items():
             result[predict] = metrics_from_counts(counts)
         result["seconds"] = round(time.perf_counter() - started, 3)
@@ -216,11 +228,13 @@ class Evaluator:
 
 def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: bool = True, negatives: int = 0,
              batch_size: int = 512, max_edges: int = 0, seed: int = 0, dataset: str | Path | None = None,
-             progress: bool = False, save: bool = False) -> dict[str, Any]:
+             progress: bool = False, save: bool = False, candidates: str = "all") -> dict[str, Any]:
     """Link-prediction metrics (MRR, MR, Hits@1/3/10, AUC) of a run on a split of its dataset.
 
-    With `save`, the result is also written to RUN/eval.<split>.<filtered|raw>[.n<N>].json,
-    where `shardgraph report` finds it.
+    Candidates are all entities of the true end's type; `negatives=N` samples N of them instead;
+    `candidates="partition"` keeps only the true end's partition (PyTorch-BigGraph's all_negs
+    protocol, for comparisons). With `save`, the result is also written to
+    RUN/eval.<split>.<filtered|raw>[.n<N>|.partition].json, where `shardgraph report` finds it.
     """
     if split not in ("train", "valid", "test"):
         raise ShardgraphError(f"--split must be train, valid or test. Got {split!r} instead.")
@@ -228,11 +242,12 @@ def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: boo
         raise ShardgraphError(f"negatives must be 0 (all) or a positive number. Got {negatives} instead.")
     trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
     evaluator = Evaluator(trained, filtered=filtered, negatives=negatives, batch_size=batch_size, seed=seed,
-                          progress=progress)
+                          progress=progress, candidates=candidates)
     result = evaluator.evaluate(split, max_edges=max_edges)
     result["epoch"] = trained.epoch
     if save:
-        name = f"eval.{split}.{'filtered' if filtered else 'raw'}{f'.n{negatives}' if negatives else ''}.json"
+        scope = f".n{negatives}" if negatives else ".partition" if candidates == "partition" else ""
+        name = f"eval.{split}.{'filtered' if filtered else 'raw'}{scope}.json"
         try:
             atomic_write_text(trained.path / name, json.dumps(result, indent=1))
         except OSError as exc:

@@ -83,17 +83,25 @@ class KnownEdges:
 
 
 def count_block(scores: Tensor, true_scores: Tensor, counts: RankCounts, rows: np.ndarray,
-                masked: Tensor | None) -> None:
+                excluded: tuple[np.ndarray, np.ndarray] | None) -> None:
     """Add one (b, m) block of candidate scores to the counts of edges `rows` (b,).
 
-    `masked` (b, m) marks candidates that are not counted (the true end, filtered edges).
+    `excluded` holds (row in block, column) pairs of candidates that are not counted (the true
+    end, filtered edges); they are few, so their contributions are taken back one by one rather
+    than masked in the whole block.
     """
-    if masked is not None:
-        scores = scores.masked_fill(masked, float("-inf"))
-        considered = (~masked).sum(1)
-    else:
-        considered = torch.full((scores.shape[0],), scores.shape[1], dtype=torch.long)
     target = true_scores.unsqueeze(1)
-    counts.greater[rows] += (scores > target).sum(1).numpy()
-    counts.equal[rows] += (scores == target).sum(1).numpy()
+    greater = (scores > target).sum(1)
+    equal = (scores == target).sum(1)
+    considered = torch.full((scores.shape[0],), scores.shape[1], dtype=torch.long)
+    if excluded is not None and len(excluded[0]):
+        # a pair listed twice (a filtered edge that is also the true end) is taken back once
+        pairs = np.unique(np.stack([excluded[0], excluded[1]], axis=1), axis=0)
+        pair_rows, pair_cols = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+        values = scores[pair_rows, pair_cols]
+        greater.index_add_(0, pair_rows, -(values > true_scores[pair_rows]).long())
+        equal.index_add_(0, pair_rows, -(values == true_scores[pair_rows]).long())
+        considered.index_add_(0, pair_rows, torch.full_like(pair_rows, -1))
+    counts.greater[rows] += greater.numpy()
+    counts.equal[rows] += equal.numpy()
     counts.candidates[rows] += considered.numpy()

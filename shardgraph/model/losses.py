@@ -138,3 +138,22 @@ def loss_and_grad_excluding(loss: Loss, pos: Tensor, neg: Tensor, exclude: Tenso
         grad_neg = (margins > 0).to(pos.dtype)
         return value, -grad_neg.sum(1), grad_neg
     raise TypeError(f"no hand-written gradient for {type(loss).__name__}")
+
+
+def softmax_loss_and_grad_blocks(pos: Tensor, blocks: list[tuple[Tensor, Tensor | None]]) -> tuple[
+        Tensor, Tensor, list[Tensor]]:
+    """The softmax loss over negatives given as several (B, N_i) blocks, without concatenating
+    them: loss (B,), dL/dpos (B,), and dL/dblock for each block (each block is overwritten)."""
+    top = pos.clone()
+    for scores, invalid in blocks:
+        if invalid is not None:
+            scores.masked_fill_(invalid, float("-inf"))
+        torch.maximum(top, scores.amax(1), out=top)
+    exp_pos = torch.exp(pos - top)
+    total = exp_pos.clone()
+    for scores, _ in blocks:
+        total += scores.sub_(top.unsqueeze(1)).exp_().sum(1)
+    value = torch.log(total) + top - pos
+    inv = total.reciprocal()
+    grads = [scores.mul_(inv.unsqueeze(1)) for scores, _ in blocks]
+    return value, exp_pos * inv - 1.0, grads

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from shardgraph.config import TrainingConfig
 from shardgraph.model.comparators import chunk_scores, chunk_scores_backward, pair_scores, pair_scores_backward
-from shardgraph.model.losses import loss_and_grad, loss_and_grad_excluding
+from shardgraph.model.losses import SoftmaxLoss, loss_and_grad, loss_and_grad_excluding, softmax_loss_and_grad_blocks
 from shardgraph.model.model import Model
 from shardgraph.model.operators import Params
 from shardgraph.train.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
@@ -210,8 +210,13 @@ class BatchStep:
         loss = self._score_both(query_r, pos_r, neg_r, rhs, rhs_neg, query_l, pos_l, neg_l, lhs, lhs_neg,
                                 symmetric, chunks, chunk, weight, grads)
         total = float(loss.sum())
-        outputs = [tensor for tensor, _ in grads.items.values()]
-        output_grads = [grad for _, grad in grads.items.values()]
+        outputs, output_grads = [], []
+        for tensor, grad in grads.items.values():
+            if tensor.grad_fn is None:  # a leaf itself (no operator, bias or norm on the way): no autograd needed
+                tensor.grad = grad if tensor.grad is None else tensor.grad + grad
+            else:
+                outputs.append(tensor)
+                output_grads.append(grad)
         if self.regularizer != "none" and self.reg_weight > 0:
             reg = self._regularize(theta_l) + self._regularize(theta_r)
             for direction in (to_rhs, to_lhs):
@@ -223,7 +228,8 @@ class BatchStep:
             total += float(reg.detach())
             outputs.append(reg)
             output_grads.append(torch.ones_like(reg))
-        torch.autograd.backward(outputs, output_grads)
+        if outputs:
+            torch.autograd.backward(outputs, output_grads)
         return StepResult(total, leaves, list(bias_leaves.values()), rel_leaves, used)
 
     def _score_both(self, query_r: Tensor, pos_r: Tensor, neg_r: Tensor, rhs: Tensor, rhs_neg: Tensor,
@@ -271,12 +277,10 @@ class BatchStep:
             caches["rb"] = cache_rb
             invalid_lb = chunked_ids(lhs).unsqueeze(2) == chunked_ids(lhs).unsqueeze(1)
             if symmetric:
-                # the lhs direction reads the same scores transposed: the losses, which overwrite
-                # their scores, each get a copy when this block is all they have
-                shared = score_rb if rhs_neg.numel() else score_rb.clone()
-                blocks_r.append((shared, invalid_rb))
-                blocks_l.append((score_rb.transpose(1, 2) if lhs_neg.numel() else score_rb.transpose(1, 2).clone(),
-                                 invalid_lb))
+                # the lhs direction scores the same pairs: its block is this one transposed (a copy,
+                # since the losses overwrite their blocks)
+                blocks_r.append((score_rb, invalid_rb))
+                blocks_l.append((score_rb.transpose(1, 2).contiguous(), invalid_lb))
             else:
                 blocks_r.append((score_rb, invalid_rb))
                 score_lb, cache_lb = chunk_scores(name, chunked(ql), chunked(pl))
@@ -345,6 +349,14 @@ class BatchStep:
                 loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg.mul_(weight.unsqueeze(1))
             return loss, d_pos, [d_neg.view(scores.shape)]
         sizes = [scores.shape[2] for scores, _ in blocks]
+        if len(blocks) > 1 and isinstance(self.model.loss, SoftmaxLoss):
+            owned = [(scores.reshape(n, -1) if scores.is_contiguous() else scores.reshape(n, -1).clone(),
+                      None if invalid is None else invalid.reshape(n, -1)) for scores, invalid in blocks]
+            loss, d_pos, d_blocks = softmax_loss_and_grad_blocks(pos, owned)
+            if weight is not None:
+                loss, d_pos = loss * weight, d_pos * weight
+                d_blocks = [d.mul_(weight.unsqueeze(1)) for d in d_blocks]
+            return loss, d_pos, [d.view(scores.shape) for d, (scores, _) in zip(d_blocks, blocks, strict=True)]
         if len(blocks) == 1:
             negs, invalid = blocks[0][0].reshape(n, -1), blocks[0][1]
             invalid = None if invalid is None else invalid.reshape(n, -1)
