@@ -147,6 +147,9 @@ class TrainingConfig:
     num_uniform_negs: int = opt(50, "negatives drawn uniformly from the current partition, shared by a chunk",
                                 non_negative)
     all_negs: bool = opt(False, "score every edge against all entities of the partition (small graphs)")
+    sampling_correction: bool = opt(False, "softmax loss: subtract from every candidate's score the log of its "
+                                    "expected count among the sampled negatives, so that batch negatives "
+                                    "(drawn by degree) do not push popular entities down the full ranking")
     lr: float = opt(0.1, "learning rate of the embeddings (row-wise Adagrad)", positive)
     relation_lr: float = opt(0.0, "learning rate of the relation parameters (Adagrad); 0 = lr", non_negative)
     workers: int = opt(0, "HOGWILD worker processes per bucket; 0 = one per core", non_negative)
@@ -349,6 +352,9 @@ def _check_consistency(config: Config) -> None:
     if not t.all_negs and t.num_batch_negs == 0 and t.num_uniform_negs == 0:
         raise ConfigError("training needs negatives: set training.num_batch_negs or "
                           "training.num_uniform_negs > 0, or training.all_negs = true.")
+    if t.sampling_correction and config.model.loss != "softmax":
+        raise ConfigError(f"training.sampling_correction needs model.loss = \"softmax\". Got "
+                          f"{config.model.loss!r} instead.")
     if config.storage.buffer_partitions == 1:
         raise ConfigError("storage.buffer_partitions must be 0 (all) or >= 2. Got 1 instead.")
 

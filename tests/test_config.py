@@ -42,9 +42,12 @@ def test_shipped_configs_load_and_validate(path: Path) -> None:
     ("storage.buffer_partitions=1", r"storage\.buffer_partitions must be 0 \(all\) or >= 2"),
     ("relations.0.name=x", r"relations has 0 entries"),
     ("training", r"An override must look like section\.key=value"),
+    ("training.sampling_correction=true", r"training\.sampling_correction needs model\.loss = \"softmax\"\. Got "
+                                          r"'ranking' instead\."),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     extra = ["model.operator=complex_diagonal"] if "dimension" in override else []
+    extra += ["model.loss=ranking"] if "sampling_correction" in override else []
     with pytest.raises(ConfigError, match=message):
         load_config(None, [*extra, override])
 

@@ -174,7 +174,8 @@ def test_loss_values_by_hand() -> None:
 
 
 def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool, loss: str,
-               all_negs: bool = False, regularizer: str = "none", uniform: int = 4, batch: bool = True) -> None:
+               all_negs: bool = False, regularizer: str = "none", uniform: int = 4, batch: bool = True,
+               corrected: bool = False) -> None:
     chunk, chunks = 3, 2
     config = make_config(operator, comparator, dynamic, loss, num_batch_negs=chunk if batch else 0,
                          num_uniform_negs=uniform, all_negs=all_negs)
@@ -203,7 +204,9 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
         rhs_neg = torch.tensor([[4, 7, 1, 0], [8, 3, 3, 6]])[:, :uniform]  # 4, 8: positives of chunks 0, 1
         if not batch:  # one chunk: the whole batch shares the uniform negatives
             chunk, lhs_neg, rhs_neg = n, lhs_neg[:1], rhs_neg[:1]
-    result = step.compute(table, table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk)
+    corrections = (torch.randn(ENTITIES, generator=generator), torch.randn(ENTITIES, generator=generator)) \
+        if corrected else None
+    result = step.compute(table, table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk, corrections)
 
     # naive: one edge at a time, with autograd
     emb = embeddings.clone().requires_grad_()
@@ -222,9 +225,10 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
 
             def score(other: int, predict: str = predict, known_vector: torch.Tensor = known_vector,
                       r: int = r) -> torch.Tensor:
+                shift = 0.0 if corrections is None else float(corrections[predict == "rhs"][other])
                 if predict == "rhs":
-                    return naive_score(model, params, known_vector, r, emb[other], "rhs")
-                return naive_score(model, params, emb[other], r, known_vector, "lhs")
+                    return naive_score(model, params, known_vector, r, emb[other], "rhs") - shift
+                return naive_score(model, params, emb[other], r, known_vector, "lhs") - shift
 
             pos = score(int(truth[i]))
             neg = torch.stack([score(x) for x in candidates])
@@ -298,6 +302,35 @@ def test_step_all_negs_equals_naive(tiny_dataset: Path, comparator: str, loss: s
                                                        ("translation", "l2")])
 def test_step_regularizers_equal_naive(tiny_dataset: Path, operator: str, regularizer: str) -> None:
     _step_case(tiny_dataset, operator, "dot", dynamic=True, loss="softmax", regularizer=regularizer)
+
+
+@pytest.mark.parametrize("operator", ["none", "diagonal"])
+def test_sampling_correction_equals_naive(tiny_dataset: Path, operator: str) -> None:
+    """Each candidate's score (the positive's too) minus its side's correction, in both directions."""
+    _step_case(tiny_dataset, operator, "dot", dynamic=True, loss="softmax", corrected=True)
+    _step_case(tiny_dataset, operator, "cos", dynamic=False, loss="softmax", corrected=True)
+
+
+def test_compiled_rowwise_adagrad_steps_each_occurrence() -> None:
+    """The C kernel steps a repeated row once per occurrence, one after the other."""
+    from shardgraph.train import optim
+
+    if optim._kernels() is None:
+        pytest.skip("shardgraph._kernels is not built")
+    generator = torch.Generator().manual_seed(0)
+    table, state = torch.randn(50, 8, generator=generator), torch.rand(50, generator=generator)
+    index = torch.randint(50, (90,), generator=generator)[::3]  # strided, with repeats
+    grad = torch.randn(30, 8, generator=generator)
+    grad[4] = 0.0
+    expected_table, expected_state = table.clone(), state.clone()
+    for i, row in enumerate(index.tolist()):  # one occurrence after the other
+        if bool((grad[i] == 0).all()):
+            continue
+        expected_state[row] += (grad[i] ** 2).mean()
+        expected_table[row] -= 0.1 / (expected_state[row].sqrt() + optim.EPS) * grad[i]
+    optim.rowwise_adagrad_(table, state, index, grad.clone(), 0.1)
+    torch.testing.assert_close(state, expected_state)
+    torch.testing.assert_close(table, expected_table)
 
 
 def test_positive_is_excluded_from_its_negatives(tiny_dataset: Path) -> None:

@@ -7,10 +7,31 @@ use element-wise Adagrad.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
+import logging
+from functools import cache
+
 import torch
 from torch import Tensor
 
+log = logging.getLogger(__name__)
+
 EPS = 1e-10
+
+
+@cache
+def _kernels() -> ctypes.CDLL | None:
+    """The compiled C kernels (shardgraph/_kernels.c), or None where they were not built."""
+    spec = importlib.util.find_spec("shardgraph._kernels")
+    if spec is None or spec.origin is None:
+        log.debug("shardgraph._kernels is not built: row-wise Adagrad runs as torch ops")
+        return None
+    library = ctypes.CDLL(spec.origin)
+    i64, f32, pointer = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    library.rowwise_adagrad_f32.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32]
+    library.rowwise_adagrad_f32.restype = None
+    return library
 
 
 def _write_rows(table: Tensor, rows: Tensor, step: Tensor) -> None:
@@ -52,9 +73,22 @@ def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, 
     """Row-wise Adagrad on table[index] with gradient `grad` (len(index), D); state is (rows,).
 
     A row that occurs several times in `index` is updated once per occurrence, as if the
-    occurrences came in consecutive steps (no sort to merge them: it would cost more than
-    the rest of the update). Rows with a zero gradient are left unchanged.
+    occurrences came in consecutive steps (merging them would need a sort, which costs more
+    than the update; PyTorch-BigGraph's merged update learns the same quality). Rows with a
+    zero gradient are left unchanged. `grad` may be overwritten.
+
+    float32 tables on the CPU take one pass of a compiled loop (no temporaries: this runs for
+    every batch, and as torch ops cost as much as the loss); other dtypes and devices, or an
+    install without the compiled kernels, use torch ops.
     """
+    kernels = _kernels()
+    if (kernels is not None and table.device.type == "cpu" and table.dtype == torch.float32
+            and grad.dtype == torch.float32 and state.dtype == torch.float32 and index.dtype == torch.int64
+            and table.stride(1) == 1 and state.is_contiguous() and len(index) == len(grad)):
+        grad = grad.contiguous()
+        kernels.rowwise_adagrad_f32(table.data_ptr(), table.stride(0), state.data_ptr(), index.data_ptr(),
+                                    index.stride(0), grad.data_ptr(), len(index), grad.shape[1], float(lr))
+        return
     state.index_add_(0, index, (grad * grad).mean(1))
     scale = state.index_select(0, index).sqrt_().add_(EPS).reciprocal_().mul_(-lr)
     _write_rows(table, index, grad.mul_(scale.unsqueeze(1)))

@@ -41,6 +41,9 @@ class Table:
     bias_state: Tensor | None = None
 
 
+Corrections = tuple[Tensor, Tensor]  # log expected count of each lhs / rhs row among the negatives
+
+
 @dataclass
 class StepResult:
     """The loss of a batch and the leaf tensors holding its gradients."""
@@ -89,8 +92,10 @@ class BatchStep:
 
     # ------------------------------------------------------------------ public
     def train_batch(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
-                    generator: torch.Generator) -> float:
-        """Train on edges (lhs, rel, rhs), (B,) each, of one batch group. Returns the summed loss."""
+                    generator: torch.Generator, corrections: Corrections | None = None) -> float:
+        """Train on edges (lhs, rel, rhs), (B,) each, of one batch group. Returns the summed loss.
+
+        `corrections` (training.sampling_correction) are subtracted from the candidates' scores."""
         n = lhs.shape[0]
         t = self.training
         if t.all_negs:
@@ -98,10 +103,12 @@ class BatchStep:
         else:
             chunk = min(t.num_batch_negs, n) if t.num_batch_negs > 0 else n
         full = (n // chunk) * chunk
-        loss = self._train_chunks(lhs_table, rhs_table, lhs[:full], rel[:full], rhs[:full], chunk, generator)
+        loss = self._train_chunks(lhs_table, rhs_table, lhs[:full], rel[:full], rhs[:full], chunk, generator,
+                                  corrections)
         if full < n:
             rest = n - full
-            loss += self._train_chunks(lhs_table, rhs_table, lhs[full:], rel[full:], rhs[full:], rest, generator)
+            loss += self._train_chunks(lhs_table, rhs_table, lhs[full:], rel[full:], rhs[full:], rest, generator,
+                                       corrections)
         return loss
 
     # ------------------------------------------------------------------ internals
@@ -137,11 +144,11 @@ class BatchStep:
         return self.model.comparator.prepare(self.model.apply(prefix, x, params, rel_index))
 
     def _train_chunks(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
-                      chunk: int, generator: torch.Generator) -> float:
+                      chunk: int, generator: torch.Generator, corrections: Corrections | None) -> float:
         chunks = lhs.shape[0] // chunk
         lhs_neg = self._negatives(lhs_table, chunks, generator)
         rhs_neg = self._negatives(rhs_table, chunks, generator)
-        result = self.compute(lhs_table, rhs_table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk)
+        result = self.compute(lhs_table, rhs_table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk, corrections)
         self.apply(result)
         return result.loss
 
@@ -159,7 +166,7 @@ class BatchStep:
                          self.relation_lr)
 
     def compute(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor, lhs_neg: Tensor,
-                rhs_neg: Tensor, chunk: int) -> StepResult:
+                rhs_neg: Tensor, chunk: int, corrections: Corrections | None = None) -> StepResult:
         """Loss of edges (lhs, rel, rhs) (n,) in chunks of `chunk` against the given uniform negatives
         ((chunks, U) ids per side, or (1, count) with all_negs), and the gradients of every row,
         bias and relation parameter it used (in the `.grad` of the returned leaves)."""
@@ -208,7 +215,8 @@ class BatchStep:
         grads = _Grads()
         weight = self.weights[rel] if self.weighted else None
         loss = self._score_both(query_r, pos_r, neg_r, rhs, rhs_neg, query_l, pos_l, neg_l, lhs, lhs_neg,
-                                symmetric, chunks, chunk, weight, grads)
+                                symmetric, chunks, chunk, weight, grads,
+                                None if self.training.all_negs else corrections)
         total = float(loss.sum())
         outputs, output_grads = [], []
         for tensor, grad in grads.items.values():
@@ -234,7 +242,8 @@ class BatchStep:
 
     def _score_both(self, query_r: Tensor, pos_r: Tensor, neg_r: Tensor, rhs: Tensor, rhs_neg: Tensor,
                     query_l: Tensor, pos_l: Tensor, neg_l: Tensor, lhs: Tensor, lhs_neg: Tensor, symmetric: bool,
-                    chunks: int, chunk: int, weight: Tensor | None, grads: _Grads) -> Tensor:
+                    chunks: int, chunk: int, weight: Tensor | None, grads: _Grads,
+                    corrections: Corrections | None = None) -> Tensor:
         """Loss (n,) of both directions; adds d(loss)/d(vectors) to `grads`.
 
         Each direction: a query (n, D) against its positive (n, D), the chunk's positives
@@ -295,6 +304,21 @@ class BatchStep:
             blocks_l.append((score_lu, valid_lu))
             caches["lu"] = cache_lu
 
+        if corrections is not None:
+            # sampling correction: a candidate's score minus the log of its expected count among the
+            # negatives, the positive's included (a constant shift: the gradients are unchanged)
+            correction_l, correction_r = corrections
+            pos_score_l = pos_score_l - correction_l[lhs]
+            pos_score_r = pos_score_r - correction_r[rhs]
+            index_r = index_l = 0
+            if use_batch:
+                blocks_r[0][0].sub_(correction_r[rhs].view(chunks, 1, chunk))
+                blocks_l[0][0].sub_(correction_l[lhs].view(chunks, 1, chunk))
+                index_r = index_l = 1
+            if rhs_neg.numel():
+                blocks_r[index_r][0].sub_(correction_r[rhs_neg].view(chunks, 1, -1))
+            if lhs_neg.numel():
+                blocks_l[index_l][0].sub_(correction_l[lhs_neg].view(chunks, 1, -1))
         loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, blocks_r, weight, n, rhs if t.all_negs else None)
         loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, blocks_l, weight, n, lhs if t.all_negs else None)
 

@@ -51,6 +51,7 @@ from shardgraph.train.worker import (
     WorkerPool,
     bucket_partitions,
     configure_torch,
+    return_freed_memory,
     train_task,
 )
 from shardgraph.utils.atomic import atomic_write_text, terminate_as_interrupt
@@ -281,6 +282,7 @@ class Trainer:
         with PeakMemory() as memory, terminate_as_interrupt(), logging_redirect_tqdm([logging.getLogger("shardgraph")]):
             try:
                 if self.workers > 1:
+                    return_freed_memory()
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
                 else:
                     configure_torch(self.threads)

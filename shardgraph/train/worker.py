@@ -31,7 +31,7 @@ from shardgraph.data.dataset import Dataset
 from shardgraph.errors import TrainingError
 from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
-from shardgraph.train.step import BatchStep, Table
+from shardgraph.train.step import BatchStep, Corrections, Table
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,25 @@ def keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_max = -1, -4
     libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
+def return_freed_memory() -> None:
+    """glibc: serve allocations above 1 MiB by mmap, so that the temporaries of partition I/O
+    and checkpoints go back to the system when freed (for a process that does not train: the
+    coordinator of the workers). glibc's default raises that threshold after the first large
+    free, after which they stay resident in the heap for the rest of the run."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 1 << 20)
+
+
+def trim_freed_memory() -> None:
+    """glibc: give the free pages of every arena back to the system."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class TrainingContext:
@@ -168,6 +187,41 @@ def iter_batches(edges: Tensor, group_of_relation: Tensor, single_group: bool, b
         yield batches[index]
 
 
+def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task: BucketTask,
+                         tables: dict[tuple[str, str], tuple[Table, Table]]) -> dict[tuple[str, str], Corrections]:
+    """Per (lhs type, rhs type): the log of each entity's expected count among the negatives of
+    one side of an edge, for training.sampling_correction.
+
+    A chunk's batch negatives are the other edges' ends, so an entity of degree k in this
+    range of E edges turns up about C·k/E times among C of them; each of the U uniform
+    negatives is one of the partition's N entities: expected count C·k/E + U/N.
+    """
+    config = context.config.training
+    model = context.model
+    pair_of_relation = np.array([list(tables).index((rel.lhs, rel.rhs)) for rel in model.relations])
+    degrees = {pair: (np.zeros(lhs.count, np.int64), np.zeros(rhs.count, np.int64))
+               for pair, (lhs, rhs) in tables.items()}
+    pairs = list(tables)
+    for begin in range(task.start, task.stop, config.edge_chunk_size):
+        block = np.asarray(edges_file[begin:min(task.stop, begin + config.edge_chunk_size)])
+        of_edge = pair_of_relation[block[:, 1]] if len(pairs) > 1 else None
+        for index, pair in enumerate(pairs):
+            rows = block if of_edge is None else block[of_edge == index]
+            lhs_degree, rhs_degree = degrees[pair]
+            lhs_degree += np.bincount(rows[:, 0], minlength=len(lhs_degree))
+            rhs_degree += np.bincount(rows[:, 2], minlength=len(rhs_degree))
+    chunk = min(config.num_batch_negs, config.batch_size)
+    out: dict[tuple[str, str], Corrections] = {}
+    for pair, (lhs_degree, rhs_degree) in degrees.items():
+        edges = max(1, int(lhs_degree.sum()))
+        sides = []
+        for degree in (lhs_degree, rhs_degree):
+            expected = chunk * degree / edges + config.num_uniform_negs / max(1, len(degree))
+            sides.append(torch.from_numpy(np.log(np.maximum(expected, 1e-30)).astype(np.float32)).to(context.device))
+        out[pair] = (sides[0], sides[1])
+    return out
+
+
 def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn | None = None) -> TaskResult:
     """Train on edges [start, stop) of a bucket. Returns the summed loss and the edge count."""
     started = time.perf_counter()
@@ -182,6 +236,7 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     loss_sum = 0.0
     done = 0
     tables, write_back = context.bucket_tables(task)
+    corrections = sampling_corrections(context, edges_file, task, tables) if config.sampling_correction else {}
     for chunk_index in rng.permutation(max(1, -(-total // chunk))):
         begin = task.start + int(chunk_index) * chunk
         end = min(task.stop, begin + chunk)
@@ -195,7 +250,7 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
             rel = model.relations[int(batch[0, 1])]
             lhs_table, rhs_table = tables[(rel.lhs, rel.rhs)]
             loss_sum += context.step.train_batch(lhs_table, rhs_table, batch[:, 0], batch[:, 1], batch[:, 2],
-                                                 generator)
+                                                 generator, corrections.get((rel.lhs, rel.rhs)))
             done += batch.shape[0]
             if progress is not None:
                 progress(done)
