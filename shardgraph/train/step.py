@@ -59,16 +59,25 @@ class _Grads:
     """Gradients for tensors of the autograd graph, summed per tensor, for one backward pass."""
 
     def __init__(self) -> None:
-        self.items: dict[int, tuple[Tensor, Tensor]] = {}
+        self.items: dict[int, tuple[bool, Tensor]] = {}
+        self.tensors: dict[int, Tensor] = {}
+
+    def pairs(self) -> list[tuple[Tensor, Tensor]]:
+        return [(self.tensors[key], grad) for key, (_, grad) in self.items.items()]
 
     def add(self, tensor: Tensor, grad: Tensor) -> None:
         if not tensor.requires_grad or grad.numel() == 0:
             return
         key = id(tensor)
+        self.tensors[key] = tensor
         if key in self.items:
-            self.items[key] = (tensor, self.items[key][1] + grad)
+            owned, total = self.items[key]
+            if owned:  # a sum this object made: add in place
+                total.add_(grad)
+            else:
+                self.items[key] = (True, total + grad)
         else:
-            self.items[key] = (tensor, grad)
+            self.items[key] = (False, grad)  # not ours to write into: the caller may hold it
 
 
 class BatchStep:
@@ -187,7 +196,7 @@ class BatchStep:
         theta_r, theta_rn = self._embed(theta_r, bias_r), self._embed(theta_rn, bias_r)
 
         # relation parameters: the rows of the relations in this batch, as leaves
-        if model.dynamic:
+        if model.dynamic and self.relation_tables:
             used, rel_index = torch.unique(rel, return_inverse=True)
         else:
             used, rel_index = rel[:1], None
@@ -219,7 +228,7 @@ class BatchStep:
                                 None if self.training.all_negs else corrections)
         total = float(loss.sum())
         outputs, output_grads = [], []
-        for tensor, grad in grads.items.values():
+        for tensor, grad in grads.pairs():
             if tensor.grad_fn is None:  # a leaf itself (no operator, bias or norm on the way): no autograd needed
                 tensor.grad = grad if tensor.grad is None else tensor.grad + grad
             else:
