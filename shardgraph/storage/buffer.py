@@ -201,34 +201,29 @@ class PartitionBuffer:
                 self._write_slot(victim, slot)
         return slot
 
-    def _read(self, key: PartitionKey) -> tuple[np.ndarray, np.ndarray] | None:
-        entity_type, partition = key
-        with self._lock:
-            files = self.files[entity_type].get(partition)
-        if files is None:
-            return None
-        return self.store.load_partition(files, verify=True, mmap=True)
-
     def _load(self, key: PartitionKey, slot: int) -> bool:
         """Copy a partition into a slot (initial values if it has no file yet); True if fresh."""
         entity_type, partition = key
         table = self.shared.slots[entity_type][slot]
         state = self.shared.slot_state[entity_type][slot]
         count = self.model.entity_types[entity_type].partition_counts[partition]
-        arrays = self._read(key)
-        if arrays is None:
+        with self._lock:
+            files = self.files[entity_type].get(partition)
+        if files is None:
             init = torch.empty(count, table.shape[1])
             init_partition(self.model, entity_type, partition, init, self.seed)
             table[:count].copy_(init)
             state[:count].zero_()
         else:
-            with self._lock:
-                files = self.files[entity_type][partition]
-            table[:count].copy_(from_numpy(arrays[0], files.dtype))
-            state[:count].copy_(from_numpy(arrays[1], "float32"))
+            if TORCH_DTYPES[files.dtype] == table.dtype and files.rows == count:
+                self.store.read_partition_into(files, table[:count], state[:count])
+            else:  # stored in another dtype: convert on the way in
+                arrays = self.store.load_partition(files, verify=True, mmap=True)
+                table[:count].copy_(from_numpy(arrays[0], files.dtype))
+                state[:count].copy_(from_numpy(arrays[1], "float32"))
         with self._lock:
             self.loads += 1
-        return arrays is None
+        return files is None
 
     # ------------------------------------------------------------------ writing
     def mark_dirty(self, keys: Iterable[PartitionKey]) -> None:

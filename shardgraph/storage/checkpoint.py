@@ -119,6 +119,30 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint has no partition {partition} of type {entity_type!r}.") from None
         return PartitionFiles(**entry)
 
+    def read_partition_into(self, files: PartitionFiles, embeddings: torch.Tensor, state: torch.Tensor) -> None:
+        """Read a partition's files straight into (rows, D) / (rows,) tensors of the stored dtypes,
+        checksums verified: no intermediate copy and no mapped file pages (the buffer's loads)."""
+        for name, checksum, target in ((files.embeddings, files.embeddings_xxh3, embeddings),
+                                       (files.state, files.state_xxh3, state)):
+            path = self.root / name
+            array = to_numpy(target)
+            try:
+                with open(path, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = read_header(f)
+                    if tuple(shape) != array.shape or fortran or np.dtype(dtype) != array.dtype:
+                        raise CheckpointError(f"{path} holds {dtype} {tuple(shape)}, expected {array.dtype} "
+                                              f"{array.shape}.")
+                    view = array.reshape(-1).view(np.uint8).data
+                    if f.readinto(view) != len(view):
+                        raise CheckpointError(f"{path} is truncated: the checkpoint is incomplete.")
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{path} cannot be read ({exc}); the checkpoint is incomplete.") from None
+            if payload_checksum(array) != checksum:
+                raise CheckpointError(f"{path} does not match its checksum: the checkpoint is corrupt.")
+
     def load_partition(self, files: PartitionFiles, verify: bool = True,
                        mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings (rows, D), state (rows,)) as numpy arrays (memory maps with mmap)."""
