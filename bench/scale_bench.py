@@ -86,7 +86,7 @@ def part_fp16(args: argparse.Namespace) -> None:
     shutil.rmtree(dataset, ignore_errors=True)
     run_measured([PYTHON, "-m", "shardgraph", "import", str(graph["train"]), "--test", str(graph["test"]), "--out",
                   str(dataset), "--json"])
-    for dtype in ("float32", "float16", "bfloat16"):
+    for dtype in args.dtypes:
         run_dir = args.workdir / f"scale_{dtype}"
         run = shardgraph_train(dataset, run_dir, "training.epochs=10", "training.workers=2",
                                f"storage.storage_dtype={dtype}")
@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=16)
     ap.add_argument("--buffer", type=int, default=4)
     ap.add_argument("--parts", nargs="+", default=["scale", "pbg", "fp16"], choices=["scale", "pbg", "fp16"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"],
+                    choices=["float32", "float16", "bfloat16"], help="storage dtypes of the fp16 part")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/sg-bench"))
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

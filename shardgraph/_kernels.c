@@ -9,6 +9,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* For each occurrence i: state[row] += mean(grad[i]^2); table[row] -= lr / sqrt(state[row]) * grad[i].
  * A row met several times is updated once per occurrence, as consecutive steps.
@@ -28,5 +29,50 @@ void rowwise_adagrad_f32(float *table, int64_t table_stride, float *state, const
         float *t = table + row * table_stride;
         for (int64_t j = 0; j < dim; j++)
             t[j] -= scale * g[j];
+    }
+}
+
+static inline float bf16_to_f32(uint16_t half) {
+    const uint32_t bits = (uint32_t)half << 16;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+/* float32 -> bfloat16 rounded stochastically: add 16 random bits below the kept ones, truncate.
+ * Rounds up with probability proportional to the distance from the lower neighbour, so that
+ * steps smaller than bfloat16's resolution still move a value on average. */
+static inline uint16_t f32_to_bf16_stochastic(float value, uint64_t *rng) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7f800000u) == 0x7f800000u) /* inf or nan: keep as is */
+        return (uint16_t)(bits >> 16);
+    uint64_t x = *rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    const uint32_t noise = (uint32_t)((x * 0x2545F4914F6CDD1DULL) >> 48);
+    return (uint16_t)((bits + noise) >> 16);
+}
+
+/* The same update on a bfloat16 table (math in float32, stochastic rounding on write). */
+void rowwise_adagrad_bf16(uint16_t *table, int64_t table_stride, float *state, const int64_t *index,
+                          int64_t index_stride, const float *grad, int64_t n, int64_t dim, float lr,
+                          uint64_t seed) {
+    uint64_t rng = seed | 1u;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t row = index[i * index_stride];
+        const float *g = grad + i * dim;
+        float square = 0.0f;
+        for (int64_t j = 0; j < dim; j++)
+            square += g[j] * g[j];
+        if (square == 0.0f)
+            continue;
+        state[row] += square / (float)dim;
+        const float scale = lr / (sqrtf(state[row]) + 1e-10f);
+        uint16_t *t = table + row * table_stride;
+        for (int64_t j = 0; j < dim; j++)
+            t[j] = f32_to_bf16_stochastic(bf16_to_f32(t[j]) - scale * g[j], &rng);
     }
 }

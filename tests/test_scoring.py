@@ -333,6 +333,28 @@ def test_compiled_rowwise_adagrad_steps_each_occurrence() -> None:
     torch.testing.assert_close(table, expected_table)
 
 
+def test_bfloat16_rowwise_adagrad_rounds_to_a_neighbour_without_bias() -> None:
+    """bfloat16 tables: each value lands on one of the two bfloat16 neighbours of the float32
+    result, and on average (stochastic rounding) on the float32 result itself."""
+    from shardgraph.train import optim
+
+    generator = torch.Generator().manual_seed(1)
+    start = torch.randn(1, 64, generator=generator).to(torch.bfloat16)
+    grad = torch.randn(1, 64, generator=generator) * 1e-3
+    state = torch.ones(1)
+    expected = start.float() - 0.01 / (1.0 + (grad**2).mean()).sqrt() * grad
+    results = []
+    for _ in range(400):
+        table = start.clone()
+        optim.rowwise_adagrad_(table, state.clone(), torch.zeros(1, dtype=torch.long), grad.clone(), 0.01)
+        results.append(table.float())
+    stacked = torch.stack(results)
+    # bfloat16 keeps 8 significant bits: neighbours are 2^(exponent - 7) apart
+    ulp = torch.exp2(torch.floor(torch.log2(expected.abs())) - 7)
+    assert bool(((stacked - expected).abs() <= ulp * 1.01).all())
+    assert float((stacked.mean(0) - expected).abs().max()) < float(ulp.max()) * 0.25
+
+
 def test_positive_is_excluded_from_its_negatives(tiny_dataset: Path) -> None:
     """A uniform negative equal to the edge's own rhs changes nothing: it is masked out."""
     config = make_config("none", "dot", True, "softmax", num_batch_negs=1, num_uniform_negs=2)

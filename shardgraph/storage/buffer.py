@@ -60,8 +60,10 @@ def init_partition(model: Model, entity_type: str, partition: int, out: Tensor, 
     spec = model.entity_types[entity_type]
     state = np.random.SeedSequence([seed, spec.index, partition, 0x1A17]).generate_state(1, np.uint64)[0]
     generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
-    values = torch.randn(out.shape, generator=generator).mul_(model.config.model.init_scale)
-    out.copy_(values)
+    block = 1 << 16  # rows at a time: a partition of gigabytes needs no second copy of itself
+    for start in range(0, out.shape[0], block):
+        rows = out[start : start + block]
+        rows.copy_(torch.randn(rows.shape, generator=generator).mul_(model.config.model.init_scale))
 
 
 def slot_count(partitions: int, buffer_partitions: int) -> int:
@@ -210,9 +212,7 @@ class PartitionBuffer:
         with self._lock:
             files = self.files[entity_type].get(partition)
         if files is None:
-            init = torch.empty(count, table.shape[1])
-            init_partition(self.model, entity_type, partition, init, self.seed)
-            table[:count].copy_(init)
+            init_partition(self.model, entity_type, partition, table[:count], self.seed)
             state[:count].zero_()
         else:
             if TORCH_DTYPES[files.dtype] == table.dtype and files.rows == count:

@@ -31,6 +31,9 @@ def _kernels() -> ctypes.CDLL | None:
     i64, f32, pointer = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     library.rowwise_adagrad_f32.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32]
     library.rowwise_adagrad_f32.restype = None
+    library.rowwise_adagrad_bf16.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32,
+                                             ctypes.c_uint64]
+    library.rowwise_adagrad_bf16.restype = None
     return library
 
 
@@ -77,17 +80,21 @@ def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, 
     than the update; PyTorch-BigGraph's merged update learns the same quality). Rows with a
     zero gradient are left unchanged. `grad` may be overwritten.
 
-    float32 tables on the CPU take one pass of a compiled loop (no temporaries: this runs for
+    float32 and bfloat16 tables on the CPU take one pass of a compiled loop (no temporaries: this runs for
     every batch, and as torch ops cost as much as the loss); other dtypes and devices, or an
     install without the compiled kernels, use torch ops.
     """
     kernels = _kernels()
-    if (kernels is not None and table.device.type == "cpu" and table.dtype == torch.float32
+    if (kernels is not None and table.device.type == "cpu" and table.dtype in (torch.float32, torch.bfloat16)
             and grad.dtype == torch.float32 and state.dtype == torch.float32 and index.dtype == torch.int64
             and table.stride(1) == 1 and state.is_contiguous() and len(index) == len(grad)):
         grad = grad.contiguous()
-        kernels.rowwise_adagrad_f32(table.data_ptr(), table.stride(0), state.data_ptr(), index.data_ptr(),
-                                    index.stride(0), grad.data_ptr(), len(index), grad.shape[1], float(lr))
+        args = (table.data_ptr(), table.stride(0), state.data_ptr(), index.data_ptr(), index.stride(0),
+                grad.data_ptr(), len(index), grad.shape[1], float(lr))
+        if table.dtype == torch.float32:
+            kernels.rowwise_adagrad_f32(*args)
+        else:  # stochastic rounding, seeded from torch's generator (reproducible with the seed)
+            kernels.rowwise_adagrad_bf16(*args, int(torch.randint(1 << 62, (1,)).item()))
         return
     state.index_add_(0, index, (grad * grad).mean(1))
     scale = state.index_select(0, index).sqrt_().add_(EPS).reciprocal_().mul_(-lr)
