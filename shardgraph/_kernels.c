@@ -11,21 +11,28 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Accumulate mean(g^2) into *state and return the row's step size lr / sqrt(*state), or 0 for an
+ * all-zero gradient (the row and its state are then left unchanged). */
+static inline float adagrad_step(float *state, const float *g, int64_t dim, float lr) {
+    float square = 0.0f;
+    for (int64_t j = 0; j < dim; j++)
+        square += g[j] * g[j];
+    if (square == 0.0f)
+        return 0.0f;
+    *state += square / (float)dim;
+    return lr / (sqrtf(*state) + 1e-10f);
+}
+
 /* For each occurrence i: state[row] += mean(grad[i]^2); table[row] -= lr / sqrt(state[row]) * grad[i].
- * A row met several times is updated once per occurrence, as consecutive steps.
- * Rows with an all-zero gradient are left unchanged. */
+ * A row met several times is updated once per occurrence, as consecutive steps. */
 void rowwise_adagrad_f32(float *table, int64_t table_stride, float *state, const int64_t *index,
                          int64_t index_stride, const float *grad, int64_t n, int64_t dim, float lr) {
     for (int64_t i = 0; i < n; i++) {
         const int64_t row = index[i * index_stride];
         const float *g = grad + i * dim;
-        float square = 0.0f;
-        for (int64_t j = 0; j < dim; j++)
-            square += g[j] * g[j];
-        if (square == 0.0f)
+        const float scale = adagrad_step(&state[row], g, dim, lr);
+        if (scale == 0.0f)
             continue;
-        state[row] += square / (float)dim;
-        const float scale = lr / (sqrtf(state[row]) + 1e-10f);
         float *t = table + row * table_stride;
         for (int64_t j = 0; j < dim; j++)
             t[j] -= scale * g[j];
@@ -64,13 +71,9 @@ void rowwise_adagrad_bf16(uint16_t *table, int64_t table_stride, float *state, c
     for (int64_t i = 0; i < n; i++) {
         const int64_t row = index[i * index_stride];
         const float *g = grad + i * dim;
-        float square = 0.0f;
-        for (int64_t j = 0; j < dim; j++)
-            square += g[j] * g[j];
-        if (square == 0.0f)
+        const float scale = adagrad_step(&state[row], g, dim, lr);
+        if (scale == 0.0f)
             continue;
-        state[row] += square / (float)dim;
-        const float scale = lr / (sqrtf(state[row]) + 1e-10f);
         uint16_t *t = table + row * table_stride;
         for (int64_t j = 0; j < dim; j++)
             t[j] = f32_to_bf16_stochastic(bf16_to_f32(t[j]) - scale * g[j], &rng);
