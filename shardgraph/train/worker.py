@@ -69,16 +69,18 @@ def configure_torch(threads: int) -> None:
     keep_freed_memory()
 
 
+def _mallopt(option: int, value: int) -> None:
+    """glibc's mallopt; nothing where the C library is not glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(option, value)
+
+
 def keep_freed_memory() -> None:
     """glibc: serve large allocations from the heap and never trim it, so the score matrices
     of each batch reuse the pages of the last one instead of faulting in fresh ones."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
     m_trim_threshold, m_mmap_max = -1, -4
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 2**31 - 1)
+    _mallopt(m_mmap_max, 0)
+    _mallopt(m_trim_threshold, 2**31 - 1)
 
 
 def return_freed_memory() -> None:
@@ -86,18 +88,8 @@ def return_freed_memory() -> None:
     and checkpoints go back to the system when freed (for a process that does not train: the
     coordinator of the workers). glibc's default raises that threshold after the first large
     free, after which they stay resident in the heap for the rest of the run."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
     m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 1 << 20)
-
-
-def trim_freed_memory() -> None:
-    """glibc: give the free pages of every arena back to the system."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    _mallopt(m_mmap_threshold, 1 << 20)
 
 
 class TrainingContext:
@@ -198,10 +190,10 @@ def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task:
     """
     config = context.config.training
     model = context.model
-    pair_of_relation = np.array([list(tables).index((rel.lhs, rel.rhs)) for rel in model.relations])
+    pairs = list(tables)
+    pair_of_relation = np.array([pairs.index((rel.lhs, rel.rhs)) for rel in model.relations])
     degrees = {pair: (np.zeros(lhs.count, np.int64), np.zeros(rhs.count, np.int64))
                for pair, (lhs, rhs) in tables.items()}
-    pairs = list(tables)
     for begin in range(task.start, task.stop, config.edge_chunk_size):
         block = np.asarray(edges_file[begin:min(task.stop, begin + config.edge_chunk_size)])
         of_edge = pair_of_relation[block[:, 1]] if len(pairs) > 1 else None
