@@ -69,7 +69,8 @@ def main() -> None:
         raw_ms = (time.perf_counter() - started) / len(queries) * 1e3
         emit({"bench": "neighbors", "tool": "shardgraph", "setting": f"{setting}_{kind}", "recall@10": round(recall, 4),
               "ms_per_query": round(ms, 3), "faiss_ms_per_query": round(raw_ms, 3), "build_s": built["build_s"],
-              "index_recall@10_at_build": built["recall@10"]})
+              "index_recall@10_at_build": built["recall@10"],
+              "search_setting": built.get("ef_search", built.get("nprobe"))})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from shardgraph.config import load_config
 from shardgraph.data.importer import import_edges
 from shardgraph.errors import CheckpointError, QueryError
 from shardgraph.export.foldin import write_new_entities
-from shardgraph.export.index import build_index
+from shardgraph.export.index import NeighborIndex, build_index
 from shardgraph.export.model import EmbeddingModel, load
 from shardgraph.export.writers import export, export_relations
 from shardgraph.train.trainer import train
@@ -169,9 +169,14 @@ def test_neighbors_equal_brute_force_and_flat_index(tmp_path: Path, model: Embed
 
 
 def test_approximate_index_recall(tmp_path: Path, model: EmbeddingModel) -> None:
-    for kind in ("hnsw", "ivf"):
-        result = build_index(model, tmp_path / kind, kind=kind, metric="cos")
-        assert result["recall@10"] >= 0.9, result
+    for kind, setting in (("hnsw", "ef_search"), ("ivf", "nprobe")):
+        result = build_index(model, tmp_path / kind, kind=kind, metric="cos", target_recall=0.95)
+        # the search setting is the first (doubling) one whose recall reaches the target
+        assert result["recall@10"] >= 0.95, result
+        assert result["tuning"][-1]["setting"] == result[setting]
+        assert all(step["recall@10"] < 0.95 for step in result["tuning"][:-1])
+        loaded = NeighborIndex.load(tmp_path / kind)
+        assert (loaded.index.hnsw.efSearch if kind == "hnsw" else loaded.index.nprobe) == result[setting]
 
 
 # ----------------------------------------------------------------------------- fold-in

@@ -83,6 +83,8 @@ def _setup_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=["flat", "ivf", "hnsw"], default="hnsw")
     p.add_argument("--metric", choices=["cos", "dot", "l2"], default="cos")
     p.add_argument("--type", dest="entity_type")
+    p.add_argument("--target-recall", type=float, default=0.95,
+                   help="recall@10 against exact search the search setting (efSearch, nprobe) is tuned to reach")
     p.add_argument("--overwrite", action="store_true")
     add_json(p)
 
@@ -94,9 +96,11 @@ def _index(args: argparse.Namespace) -> int:
     from shardgraph.export.model import load
 
     result = build_index(load(args.run), args.out, kind=args.kind, metric=args.metric, entity_type=args.entity_type,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, target_recall=args.target_recall)
+    setting = {"hnsw": f", efSearch {result.get('ef_search')}", "ivf": f", nprobe {result.get('nprobe')}"}
     emit(args, result, f"{args.kind} index of {result['count']:,} {result['entity_type']} embeddings ({args.metric}) "
-                       f"in {result['build_s']:.1f} s, recall@10 {result['recall@10']:.3f} -> {args.out}")
+                       f"in {result['build_s']:.1f} s, recall@10 {result['recall@10']:.3f}"
+                       f"{setting.get(args.kind, '')} -> {args.out}")
     return 0
 
 

@@ -49,6 +49,9 @@ class TrainedRun:
             raise CheckpointError(f"The dataset of run {self.path} cannot be opened: {exc}") from None
         self.model = Model(self.config, self.dataset)
         self.verify = verify
+        # Partition files are immutable (versioned names), so each is opened and its checksum
+        # verified once; later queries read the memory map.
+        self._tables: dict[tuple[str, int], np.ndarray] = {}
 
     @property
     def epoch(self) -> int:
@@ -70,9 +73,11 @@ class TrainedRun:
 
     def raw_embeddings(self, entity_type: str, partition: int) -> np.ndarray:
         """The stored (rows, D) table of a partition as a memory map (storage dtype; bfloat16 as uint16)."""
-        files = self.store.partition_files(self.manifest, entity_type, partition)
-        embeddings, _ = self.store.load_partition(files, verify=self.verify, mmap=True)
-        return embeddings
+        key = (entity_type, partition)
+        if key not in self._tables:
+            files = self.store.partition_files(self.manifest, entity_type, partition)
+            self._tables[key], _ = self.store.load_partition(files, verify=self.verify, mmap=True)
+        return self._tables[key]
 
     def storage_dtype(self, entity_type: str, partition: int) -> str:
         return self.store.partition_files(self.manifest, entity_type, partition).dtype
