@@ -64,10 +64,10 @@ class NpyAppender:
 def payload_checksum(array: np.ndarray) -> str:
     """xxh3-64 of an array's bytes, in chunks (works on memory maps without loading them whole)."""
     hasher = xxhash.xxh3_64()
-    flat = array.reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
     step = 16 << 20
     for start in range(0, flat.shape[0], step):
-        hasher.update(flat[start : start + step].tobytes())
+        hasher.update(memoryview(flat[start : start + step]))  # no copy
     return hasher.hexdigest()
 
 
