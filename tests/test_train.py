@@ -239,3 +239,19 @@ def test_cuda_training_matches_cpu(tmp_path: Path) -> None:
     gpu = train(kg_config(dataset, "training.epochs=3", "training.device=cuda"), run_dir=tmp_path / "gpu",
                 progress=False)
     assert gpu.history[-1]["loss"] == pytest.approx(cpu.history[-1]["loss"], rel=1e-3)
+
+
+def test_a_swallowed_interrupt_still_stops_the_waiting_loops() -> None:
+    # Python drops a KeyboardInterrupt raised where it cannot propagate (a destructor, a callback
+    # from C); the signal is remembered so that the trainer's loops still stop.
+    from shardgraph.utils.atomic import raise_if_interrupted, terminate_as_interrupt
+
+    with terminate_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass  # swallowed
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    raise_if_interrupted()  # outside the block the record is gone

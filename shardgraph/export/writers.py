@@ -126,7 +126,7 @@ class NpyWriter(Writer):
         self.rows = 0
 
     def write(self, ids: pa.Array, vectors: np.ndarray) -> None:
-        self.file.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+        self.file.write(np.ascontiguousarray(vectors, dtype=self.dtype).data)  # no copy of the bytes
         joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(ids)], pa.int32()), ids), "\n")
         self.ids.write(joined[0].as_buffer().to_pybytes() + b"\n")
         self.rows += len(ids)

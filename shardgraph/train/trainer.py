@@ -54,7 +54,7 @@ from shardgraph.train.worker import (
     return_freed_memory,
     train_task,
 )
-from shardgraph.utils.atomic import atomic_write_text, terminate_as_interrupt
+from shardgraph.utils.atomic import atomic_write_text, raise_if_interrupted, terminate_as_interrupt
 from shardgraph.utils.memory import PeakMemory
 
 log = logging.getLogger("shardgraph.train")
@@ -328,6 +328,7 @@ class Trainer:
         loads_before = buffer.loads
         since_checkpoint = 0
         while (item := self.scheduler.acquire()) is not None:
+            raise_if_interrupted()
             index, (lhs, rhs) = item
             keys = bucket_partitions(self.model, lhs, rhs)
             upcoming = [bucket_partitions(self.model, *b) for b in self.scheduler.upcoming()]

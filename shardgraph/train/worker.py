@@ -32,6 +32,7 @@ from shardgraph.errors import TrainingError
 from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
 from shardgraph.train.step import BatchStep, Corrections, Table
+from shardgraph.utils.atomic import raise_if_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,7 @@ class WorkerPool:
             try:
                 kind, rank, payload = self.results.get(timeout=0.5)
             except queue.Empty:
+                raise_if_interrupted()
                 if progress is not None:
                     progress(int(self.progress.sum()))
                 if any(not p.is_alive() for p in self.processes):

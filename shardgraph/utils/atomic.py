@@ -112,9 +112,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_signals_received: list[int] = []
+_depth = [0]  # nesting of terminate_as_interrupt blocks; the outermost one resets the record
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C or SIGTERM arrived inside `terminate_as_interrupt`.
+
+    The handler raises at once, but an exception raised where Python cannot propagate it (a
+    destructor, a callback from C) is printed and dropped; loops that wait call this so that
+    such a signal still stops the run."""
+    if _signals_received:
+        raise KeyboardInterrupt(f"signal {_signals_received[-1]}")
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt inside the block, so cleanup code runs (main thread only)."""
+    """Turn SIGTERM (and Ctrl-C) into KeyboardInterrupt inside the block, so cleanup code runs,
+    and remember it for `raise_if_interrupted` (main thread only)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -122,10 +137,18 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        _signals_received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    if _depth[0] == 0:
+        _signals_received.clear()
+    _depth[0] += 1
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            _signals_received.clear()

@@ -42,7 +42,7 @@ class NpyAppender:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(f"expected rows of width {self.width}, got shape {rows.shape}")
-        data = rows.tobytes()
+        data = rows.data  # the array's own bytes, no copy
         with open(self.path, "ab") as f:
             f.write(data)
         self._hash.update(data)
