@@ -76,7 +76,7 @@ def main() -> None:
     from shardgraph.config import load_config
     from shardgraph.data.dataset import Dataset
     from shardgraph.data.importer import import_edges
-    from shardgraph.export.writers import export
+    from shardgraph.embeddings.writers import export
     from shardgraph.storage.run import create_run
 
     rows, dim = args.rows, args.dim

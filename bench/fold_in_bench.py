@@ -37,7 +37,7 @@ def write(path: Path, edges: list[tuple[str, str, str]]) -> Path:
 
 def rank_edges(model: object, edges: list[tuple[str, str, str]], known: set[tuple[str, str, str]]) -> dict:
     """Filtered ranks of test edges (both directions) against every entity the model knows."""
-    from shardgraph.export.model import EmbeddingModel
+    from shardgraph.embeddings.model import EmbeddingModel
 
     assert isinstance(model, EmbeddingModel)
     names = model.index().names.to_pylist()
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override training.epochs (quick runs)")
     args = ap.parse_args()
     import shardgraph
-    from shardgraph.export.foldin import fold_in, write_new_entities
+    from shardgraph.embeddings.foldin import fold_in, write_new_entities
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)

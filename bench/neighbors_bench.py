@@ -38,8 +38,8 @@ def main() -> None:
         run_measured([PYTHON, "-m", "shardgraph", "train", str(REPO / "configs" / "large_graph.toml"), "--dataset",
                       str(dataset), "--out", str(run_dir), "--overwrite", "-p", "training.epochs=1", "-p",
                       f"model.dimension={args.dim}", "--json"])
-    from shardgraph.export.index import NeighborIndex, build_index
-    from shardgraph.export.model import load
+    from shardgraph.embeddings.index import NeighborIndex, build_index
+    from shardgraph.embeddings.model import load
 
     model = load(run_dir)
     names = model.index().names

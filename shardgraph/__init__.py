@@ -24,11 +24,11 @@ _LAZY = {
     "import_edges": "shardgraph.data.importer",
     "ImportSummary": "shardgraph.data.importer",
     "Dataset": "shardgraph.data.dataset",
-    "train": "shardgraph.train.trainer",
-    "Run": "shardgraph.train.trainer",
+    "train": "shardgraph.training.trainer",
+    "Run": "shardgraph.training.trainer",
     "evaluate": "shardgraph.eval.evaluate",
-    "load": "shardgraph.export.model",
-    "export": "shardgraph.export.writers",
+    "load": "shardgraph.embeddings.model",
+    "export": "shardgraph.embeddings.writers",
 }
 
 if TYPE_CHECKING:

@@ -189,7 +189,7 @@ def _load_command_modules() -> None:
     """Commands defined outside this module register themselves on import."""
     import importlib
 
-    for module in ("shardgraph.train.commands", "shardgraph.eval.commands", "shardgraph.export.commands",
+    for module in ("shardgraph.training.commands", "shardgraph.eval.commands", "shardgraph.embeddings.commands",
                    "shardgraph.report.commands"):
         try:
             importlib.import_module(module)

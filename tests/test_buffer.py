@@ -22,8 +22,8 @@ from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionBuffer
 from shardgraph.storage.checkpoint import CheckpointStore
 from shardgraph.storage.run import TrainedRun
-from shardgraph.train.orders import BUCKET_ORDERS, bucket_order, lower_bound_loads, partition_loads
-from shardgraph.train.trainer import train
+from shardgraph.training.orders import BUCKET_ORDERS, bucket_order, lower_bound_loads, partition_loads
+from shardgraph.training.trainer import train
 from tests.conftest import REPO
 from tests.test_train import checkpoint_arrays, kg_config, kg_dataset
 

@@ -75,3 +75,13 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("[training\nlr = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_the_python_api_names_are_the_functions() -> None:
+    # subpackages must not shadow the documented functions once they are imported
+    import shardgraph
+    import shardgraph.embeddings.writers  # noqa: F401
+    import shardgraph.training.trainer  # noqa: F401
+
+    for name in ("train", "export", "load", "evaluate", "import_edges", "load_config"):
+        assert callable(getattr(shardgraph, name)), name

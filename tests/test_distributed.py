@@ -22,9 +22,9 @@ from shardgraph.eval.evaluate import evaluate
 from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionBuffer
 from shardgraph.storage.checkpoint import CheckpointStore
-from shardgraph.train.callbacks import BucketStats
-from shardgraph.train.trainer import train
-from shardgraph.train.worker import bucket_partitions
+from shardgraph.training.callbacks import BucketStats
+from shardgraph.training.trainer import train
+from shardgraph.training.worker import bucket_partitions
 from tests.conftest import REPO
 from tests.test_train import kg_config, kg_dataset
 

@@ -9,7 +9,7 @@ import pytest
 from shardgraph.config import load_config
 from shardgraph.data.importer import import_edges
 from shardgraph.eval.evaluate import evaluate
-from shardgraph.train.trainer import train
+from shardgraph.training.trainer import train
 from tests.conftest import FB15K237, REPO
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from shardgraph.model.comparators import COMPARATORS
 from shardgraph.model.losses import LOSSES, loss_and_grad, make_loss
 from shardgraph.model.model import Model
 from shardgraph.model.operators import OPERATORS, random_params
-from shardgraph.train.step import BatchStep, Table
+from shardgraph.training.step import BatchStep, Table
 from tests.conftest import write_lines
 
 DIM = 6
@@ -313,7 +313,7 @@ def test_sampling_correction_equals_naive(tiny_dataset: Path, operator: str) -> 
 
 def test_compiled_rowwise_adagrad_steps_each_occurrence() -> None:
     """The C kernel steps a repeated row once per occurrence, one after the other."""
-    from shardgraph.train import optim
+    from shardgraph.training import optim
 
     if optim._kernels() is None:
         pytest.skip("shardgraph._kernels is not built")
@@ -336,7 +336,7 @@ def test_compiled_rowwise_adagrad_steps_each_occurrence() -> None:
 def test_bfloat16_rowwise_adagrad_rounds_to_a_neighbour_without_bias() -> None:
     """bfloat16 tables: each value lands on one of the two bfloat16 neighbours of the float32
     result, and on average (stochastic rounding) on the float32 result itself."""
-    from shardgraph.train import optim
+    from shardgraph.training import optim
 
     generator = torch.Generator().manual_seed(1)
     start = torch.randn(1, 64, generator=generator).to(torch.bfloat16)

@@ -19,7 +19,7 @@ from shardgraph.data.importer import import_edges
 from shardgraph.errors import CheckpointError, TrainingError
 from shardgraph.eval.evaluate import evaluate
 from shardgraph.storage.checkpoint import CheckpointStore
-from shardgraph.train.trainer import train
+from shardgraph.training.trainer import train
 from tests.conftest import REPO, kg_files, write_lines
 
 KG_CONFIG = [

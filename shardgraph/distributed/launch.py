@@ -29,9 +29,9 @@ from shardgraph.data.dataset import Dataset
 from shardgraph.distributed.scheduler import DistributedScheduler, StoreMutex
 from shardgraph.errors import ConfigError
 from shardgraph.storage.buffer import PartitionBuffer
-from shardgraph.train.callbacks import BucketStats
-from shardgraph.train.trainer import Run, Trainer, default_run_dir
-from shardgraph.train.worker import bucket_partitions
+from shardgraph.training.callbacks import BucketStats
+from shardgraph.training.trainer import Run, Trainer, default_run_dir
+from shardgraph.training.worker import bucket_partitions
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import torch.distributed as dist
 from shardgraph.config import Config
 from shardgraph.storage.buffer import PartitionBuffer, PartitionKey
 from shardgraph.storage.checkpoint import PartitionFiles
-from shardgraph.train.callbacks import BucketStats
-from shardgraph.train.orders import Bucket, bucket_order
-from shardgraph.train.trainer import BucketScheduler
+from shardgraph.training.callbacks import BucketStats
+from shardgraph.training.orders import Bucket, bucket_order
+from shardgraph.training.trainer import BucketScheduler
 
 log = logging.getLogger(__name__)
 

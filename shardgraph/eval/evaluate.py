@@ -26,7 +26,7 @@ from shardgraph.errors import ShardgraphError
 from shardgraph.eval.ranking import KnownEdges, RankCounts, count_block, metrics_from_counts
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.storage.run import TrainedRun
-from shardgraph.train.callbacks import Callback, EpochStats
+from shardgraph.training.callbacks import Callback, EpochStats
 from shardgraph.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)

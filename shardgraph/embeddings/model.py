@@ -314,7 +314,7 @@ class EmbeddingModel:
         query = self._gather(spec, global_ids)
         extra = 1 if exclude_self else 0
         if index is not None:
-            from shardgraph.export.index import NeighborIndex
+            from shardgraph.embeddings.index import NeighborIndex
 
             loaded = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
             loaded.check(self, spec.name, metric)
@@ -359,8 +359,8 @@ class EmbeddingModel:
     def embed_new(self, edges: str | Path | Sequence[tuple[str, str, str]], **options: Any) -> dict[str, Any]:
         """Embeddings for entities absent from training, from their edges to known entities
         (fold-in: only the new rows are optimised, the trained model is frozen). Returns
-        {entity type: (ids, vectors (m, D))}; see shardgraph.export.foldin.fold_in."""
-        from shardgraph.export.foldin import fold_in
+        {entity type: (ids, vectors (m, D))}; see shardgraph.embeddings.foldin.fold_in."""
+        from shardgraph.embeddings.foldin import fold_in
 
         return fold_in(self, edges, **options)
 

@@ -31,7 +31,7 @@ from shardgraph.data.dataset import Dataset
 from shardgraph.errors import TrainingError
 from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
-from shardgraph.train.step import BatchStep, Corrections, Table
+from shardgraph.training.step import BatchStep, Corrections, Table
 from shardgraph.utils.atomic import raise_if_interrupted
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ def _setup(p: argparse.ArgumentParser) -> None:
 @command("train", _setup)
 def _train(args: argparse.Namespace) -> int:
     """Train embeddings on an imported dataset; writes checkpoints to a run directory."""
-    from shardgraph.train.trainer import train
+    from shardgraph.training.trainer import train
 
     config = load_args_config(args)
     progress = not (args.no_progress or args.json)

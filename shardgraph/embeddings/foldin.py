@@ -25,12 +25,12 @@ from torch import Tensor
 
 from shardgraph.data.reader import EdgeFileReader
 from shardgraph.errors import InputError, QueryError, ShardgraphError
-from shardgraph.train.optim import rowwise_adagrad_
-from shardgraph.train.step import BatchStep, Table
+from shardgraph.training.optim import rowwise_adagrad_
+from shardgraph.training.step import BatchStep, Table
 from shardgraph.utils.atomic import atomic_directory
 
 if TYPE_CHECKING:
-    from shardgraph.export.model import EmbeddingModel
+    from shardgraph.embeddings.model import EmbeddingModel
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def write_new_entities(model: EmbeddingModel, new: NewEntities, out: str | Path,
                        overwrite: bool = False) -> dict[str, Any]:
     """Write new embeddings to a file (by suffix: .npy/.tsv/.parquet/.h5) or to a new run directory
     (a copy of the run plus the new entities, usable by neighbors/predict/score)."""
-    from shardgraph.export.model import ADDED
+    from shardgraph.embeddings.model import ADDED
 
     out = Path(out)
     if out.suffix in FILE_FORMATS:
@@ -253,7 +253,7 @@ def _link_tree(source: Path, target: Path) -> None:
 
 
 def _write_file(model: EmbeddingModel, new: NewEntities, out: Path, format: str) -> dict[str, Any]:
-    from shardgraph.export.writers import WRITERS, fsync_dir
+    from shardgraph.embeddings.writers import WRITERS, fsync_dir
 
     if len(new) > 1 and format != "h5":
         raise ShardgraphError(f"new entities of several types ({', '.join(new)}); write them to .h5 or a run.")

@@ -34,7 +34,7 @@ from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionBuffer
 from shardgraph.storage.checkpoint import CheckpointStore, describe
 from shardgraph.storage.run import RUN_FORMAT, RUN_FORMAT_VERSION
-from shardgraph.train.callbacks import (
+from shardgraph.training.callbacks import (
     BucketStats,
     Callback,
     EpochStats,
@@ -42,9 +42,9 @@ from shardgraph.train.callbacks import (
     MetricsLogCallback,
     ProgressCallback,
 )
-from shardgraph.train.memory import check_memory, plan_memory
-from shardgraph.train.orders import Bucket, bucket_order
-from shardgraph.train.worker import (
+from shardgraph.training.memory import check_memory, plan_memory
+from shardgraph.training.orders import Bucket, bucket_order
+from shardgraph.training.worker import (
     BucketTask,
     TaskResult,
     TrainingContext,

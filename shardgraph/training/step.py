@@ -27,7 +27,7 @@ from shardgraph.model.comparators import chunk_scores, chunk_scores_backward, pa
 from shardgraph.model.losses import SoftmaxLoss, loss_and_grad, loss_and_grad_excluding, softmax_loss_and_grad_blocks
 from shardgraph.model.model import Model
 from shardgraph.model.operators import Params
-from shardgraph.train.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
+from shardgraph.training.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
 
 
 @dataclass

@@ -61,7 +61,7 @@ def _setup_export(p: argparse.ArgumentParser) -> None:
 @command("export", _setup_export)
 def _export(args: argparse.Namespace) -> int:
     """Export embeddings (TSV, word2vec, npy, Parquet, HDF5) or relation parameters (JSON, npz)."""
-    from shardgraph.export.writers import export, export_relations
+    from shardgraph.embeddings.writers import export, export_relations
 
     if args.relations:
         result = export_relations(args.run, args.out)
@@ -92,8 +92,8 @@ def _setup_index(p: argparse.ArgumentParser) -> None:
 @command("index", _setup_index)
 def _index(args: argparse.Namespace) -> int:
     """Build a persistent nearest-neighbour index (faiss) of a run's embeddings; reports its recall@10."""
-    from shardgraph.export.index import build_index
-    from shardgraph.export.model import load
+    from shardgraph.embeddings.index import build_index
+    from shardgraph.embeddings.model import load
 
     result = build_index(load(args.run), args.out, kind=args.kind, metric=args.metric, entity_type=args.entity_type,
                          overwrite=args.overwrite, target_recall=args.target_recall)
@@ -122,7 +122,7 @@ def _setup_neighbors(p: argparse.ArgumentParser) -> None:
 def _neighbors(args: argparse.Namespace) -> int:
     """The k most similar entities of the same type (exact, or through an index)."""
     from shardgraph.errors import QueryError
-    from shardgraph.export.model import load
+    from shardgraph.embeddings.model import load
 
     if (args.id is None) == (args.ids_file is None):
         raise QueryError("give an id or --ids-file.")
@@ -149,7 +149,7 @@ def _setup_predict(p: argparse.ArgumentParser) -> None:
 @command("predict", _setup_predict)
 def _predict(args: argparse.Namespace) -> int:
     """Top-k link prediction: the best rhs for (lhs, relation, ?) or lhs for (?, relation, rhs)."""
-    from shardgraph.export.model import load
+    from shardgraph.embeddings.model import load
 
     model = load(args.run)
     if args.lhs is not None or args.lhs_file is not None:
@@ -174,7 +174,7 @@ def _setup_score(p: argparse.ArgumentParser) -> None:
 def _score(args: argparse.Namespace) -> int:
     """Score a file of edges with the trained model, streaming block by block."""
     from shardgraph.data.reader import EdgeFileReader
-    from shardgraph.export.model import load
+    from shardgraph.embeddings.model import load
     from shardgraph.utils.atomic import temp_sibling
 
     model = load(args.run)
@@ -229,8 +229,8 @@ def _setup_embed_new(p: argparse.ArgumentParser) -> None:
 @command("embed-new", _setup_embed_new)
 def _embed_new(args: argparse.Namespace) -> int:
     """Embed entities absent from training from their edges (the trained model stays frozen)."""
-    from shardgraph.export.foldin import fold_in, write_new_entities
-    from shardgraph.export.model import load
+    from shardgraph.embeddings.foldin import fold_in, write_new_entities
+    from shardgraph.embeddings.model import load
 
     model = load(args.run)
     new = fold_in(model, args.edges, epochs=args.epochs, negatives=args.negatives, lr=args.lr,
