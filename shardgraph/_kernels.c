@@ -1,8 +1,11 @@
-/* The one update loop of shardgraph that torch ops do badly: row-wise Adagrad on the rows a
- * batch touched. torch needs a gather, a scatter (with an index expanded to every element)
- * and several temporaries for it; this is one pass over the gradient rows.
+/* The loops of shardgraph's training step that torch ops do badly.
  *
- * Plain C with no Python API: loaded with ctypes (shardgraph/train/optim.py), built by
+ * Row-wise Adagrad on the rows a batch touched: torch needs a gather, a scatter (with an index
+ * expanded to every element) and several temporaries for it; this is one pass over the gradient
+ * rows. The softmax loss over sampled candidates (end of file): one pass per row instead of a
+ * dozen over the score matrix.
+ *
+ * Plain C with no Python API: loaded with ctypes (shardgraph/training/optim.py), built by
  * setup.py as an optional extension. Without it, the same update runs as torch ops.
  *
  * HOGWILD: several worker processes call it on the same shared tables without locks.
@@ -77,5 +80,96 @@ void rowwise_adagrad_bf16(uint16_t *table, int64_t table_stride, float *state, c
         uint16_t *t = table + row * table_stride;
         for (int64_t j = 0; j < dim; j++)
             t[j] = f32_to_bf16_stochastic(bf16_to_f32(t[j]) - scale * g[j], &rng);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Softmax loss over sampled candidates, in one pass per row.
+ *
+ * As torch ops this is a dozen passes over the (rows, candidates) score matrix: a mask built by
+ * comparing ids, a fill, the sampling correction gathered and subtracted, the row max, exp, sum,
+ * log and the normalisation. Here each row is read into L1 once and finished there.
+ */
+
+/* exp(x) for x <= 0 (a score minus its row max), to float precision; 0 below -87 (where expf
+ * would be subnormal) and for -inf. Written so that the compiler vectorises the loops calling
+ * it: 2^(x log2 e) = 2^k 2^f with k the nearest integer and |f| <= 1/2, 2^f by its series. */
+static inline float exp_nonpositive(float x) {
+    const float t = (x < -87.0f ? -87.0f : x) * 1.44269504088896341f;
+    const float shifted = t + 0.5f;
+    int32_t k = (int32_t)shifted; /* truncation; floor for negative values below */
+    k -= (float)k > shifted;
+    const float f = t - (float)k;
+    float p = 1.5252733804059841e-05f;
+    p = p * f + 1.5403530393381610e-04f;
+    p = p * f + 1.3333558146428443e-03f;
+    p = p * f + 9.6181291076284772e-03f;
+    p = p * f + 5.5504108664821580e-02f;
+    p = p * f + 2.4022650695910071e-01f;
+    p = p * f + 6.9314718055994531e-01f;
+    p = p * f + 1.0f;
+    const int32_t bits = (k + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < -87.0f ? 0.0f : p * scale;
+}
+
+/* n rows in chunks of `chunk` rows. Row i's candidates are the columns of each block b:
+ * scores[b][i * widths[b] + j], candidate id ids[b][(i / chunk) * widths[b] + j] (a chunk shares
+ * its candidates). A candidate whose id is the row's own positive id pos_id[i] is not a negative.
+ * With `correction` (one float per entity, may be NULL) every score, the positive's included, is
+ * first reduced by correction[id]. `scratch` holds sum(widths) floats.
+ *
+ * Writes loss[i] = log(exp(pos) + sum exp(neg)) - pos, dpos[i] = dL/dpos, and overwrites the score
+ * blocks with dL/dscore (0 for excluded candidates). */
+void softmax_blocks_f32(int64_t n, int64_t chunk, const float *pos, const int64_t *pos_id,
+                        const float *correction, int64_t blocks, float *const *scores,
+                        const int64_t *const *ids, const int64_t *widths, float *scratch, float *loss,
+                        float *dpos) {
+    for (int64_t c = 0; c * chunk < n; c++) {
+        const int64_t first = c * chunk;
+        const int64_t last = first + chunk < n ? first + chunk : n;
+        /* the corrections of the chunk's candidates, gathered once for all its rows */
+        for (int64_t b = 0, offset = 0; b < blocks; offset += widths[b], b++) {
+            const int64_t *cand = ids[b] + c * widths[b];
+            for (int64_t j = 0; j < widths[b]; j++)
+                scratch[offset + j] = correction ? correction[cand[j]] : 0.0f;
+        }
+        for (int64_t i = first; i < last; i++) {
+            const int64_t own = pos_id[i];
+            const float p = pos[i] - (correction ? correction[own] : 0.0f);
+            float top = p;
+            for (int64_t b = 0, offset = 0; b < blocks; offset += widths[b], b++) {
+                const int64_t w = widths[b];
+                const int64_t *cand = ids[b] + c * w;
+                const float *shift = scratch + offset;
+                float *s = scores[b] + i * w;
+                for (int64_t j = 0; j < w; j++) {
+                    const float v = cand[j] == own ? -INFINITY : s[j] - shift[j];
+                    s[j] = v;
+                    top = v > top ? v : top;
+                }
+            }
+            const float e_pos = exp_nonpositive(p - top);
+            float total = e_pos;
+            for (int64_t b = 0; b < blocks; b++) {
+                const int64_t w = widths[b];
+                float *s = scores[b] + i * w;
+                for (int64_t j = 0; j < w; j++) {
+                    const float e = exp_nonpositive(s[j] - top);
+                    s[j] = e;
+                    total += e;
+                }
+            }
+            const float inv = 1.0f / total;
+            for (int64_t b = 0; b < blocks; b++) {
+                const int64_t w = widths[b];
+                float *s = scores[b] + i * w;
+                for (int64_t j = 0; j < w; j++)
+                    s[j] *= inv;
+            }
+            loss[i] = logf(total) + top - p;
+            dpos[i] = e_pos * inv - 1.0f;
+        }
     }
 }

@@ -80,8 +80,8 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_the_python_api_names_are_the_functions() -> None:
     # subpackages must not shadow the documented functions once they are imported
     import shardgraph
-    import shardgraph.embeddings.writers  # noqa: F401
-    import shardgraph.training.trainer  # noqa: F401
+    import shardgraph.embeddings.writers
+    import shardgraph.training.trainer
 
     for name in ("train", "export", "load", "evaluate", "import_edges", "load_config"):
         assert callable(getattr(shardgraph, name)), name

@@ -16,11 +16,11 @@ import torch
 
 from shardgraph.config import load_config
 from shardgraph.data.importer import import_edges
-from shardgraph.errors import CheckpointError, QueryError
 from shardgraph.embeddings.foldin import write_new_entities
 from shardgraph.embeddings.index import NeighborIndex, build_index
 from shardgraph.embeddings.model import EmbeddingModel, load
 from shardgraph.embeddings.writers import export, export_relations
+from shardgraph.errors import CheckpointError, QueryError
 from shardgraph.training.trainer import train
 from tests.conftest import REPO, kg_files
 

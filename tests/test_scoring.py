@@ -311,6 +311,16 @@ def test_sampling_correction_equals_naive(tiny_dataset: Path, operator: str) -> 
     _step_case(tiny_dataset, operator, "cos", dynamic=False, loss="softmax", corrected=True)
 
 
+def test_softmax_step_without_the_compiled_kernel_equals_naive(tiny_dataset: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C kernels were not built, torch ops compute the same softmax step."""
+    from shardgraph.training import step
+
+    monkeypatch.setattr(step, "softmax_blocks_fused", lambda *args: None)
+    _step_case(tiny_dataset, "none", "dot", dynamic=True, loss="softmax", corrected=True)
+    _step_case(tiny_dataset, "diagonal", "cos", dynamic=False, loss="softmax")
+
+
 def test_compiled_rowwise_adagrad_steps_each_occurrence() -> None:
     """The C kernel steps a repeated row once per occurrence, one after the other."""
     from shardgraph.training import optim
@@ -370,3 +380,44 @@ def test_positive_is_excluded_from_its_negatives(tiny_dataset: Path) -> None:
 
     assert loss([2, 7]) == pytest.approx(loss([7]))  # 2 is the positive itself
     assert loss([9, 7]) > loss([7])  # a real negative counts
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_compiled_softmax_equals_torch_ops(corrected: bool) -> None:
+    """The compiled softmax over candidate blocks (masks, correction, loss, gradients in one pass)
+    equals the reference computed with torch ops, repeated ids and huge scores included."""
+    from shardgraph.model.losses import softmax_blocks_fused
+    from shardgraph.utils.kernels import kernels
+
+    if kernels() is None:
+        pytest.skip("shardgraph._kernels is not built")
+    generator = torch.Generator().manual_seed(1)
+    chunks, chunk, uniform, entities = 5, 7, 9, 12  # few entities: many repeats and collisions
+    n = chunks * chunk
+    pos_ids = torch.randint(entities, (n,), generator=generator)
+    blocks = [(torch.randn(chunks, chunk, chunk, generator=generator) * 10, pos_ids.view(chunks, chunk)),
+              (torch.randn(chunks, chunk, uniform, generator=generator) * 10,
+               torch.randint(entities, (chunks, uniform), generator=generator))]
+    blocks[1][0][0, 0, 0] = 80.0  # far above the rest: every other exp underflows
+    pos = torch.randn(n, generator=generator) * 10
+    correction = torch.randn(entities, generator=generator) if corrected else None
+
+    # reference: shift, mask, softmax over [positive, candidates] with torch
+    shifted = [s - (correction[i].unsqueeze(1) if correction is not None else 0) for s, i in blocks]
+    invalid = [pos_ids.view(chunks, chunk, 1) == i.unsqueeze(1) for _, i in blocks]
+    masked = [s.masked_fill(v, float("-inf")).reshape(n, -1) for s, v in zip(shifted, invalid, strict=True)]
+    logits = torch.cat([(pos - (correction[pos_ids] if correction is not None else 0)).unsqueeze(1), *masked], 1)
+    logits.requires_grad_()
+    expected_loss = -torch.log_softmax(logits, 1)[:, 0]
+    expected_loss.sum().backward()
+    assert logits.grad is not None
+    expected_blocks = logits.grad[:, 1:].split([chunk, uniform], dim=1)
+
+    result = softmax_blocks_fused(pos, pos_ids, chunk, [(s.clone(), i) for s, i in blocks], correction)
+    assert result is not None
+    loss, d_pos, d_blocks = result
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(d_pos, logits.grad[:, 0], rtol=1e-5, atol=1e-6)
+    for got, expected, v in zip(d_blocks, expected_blocks, invalid, strict=True):
+        torch.testing.assert_close(got.reshape(n, -1), expected, rtol=1e-5, atol=1e-6)
+        assert bool((got[v] == 0).all())  # excluded candidates get exactly no gradient

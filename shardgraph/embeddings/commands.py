@@ -121,8 +121,8 @@ def _setup_neighbors(p: argparse.ArgumentParser) -> None:
 @command("neighbors", _setup_neighbors)
 def _neighbors(args: argparse.Namespace) -> int:
     """The k most similar entities of the same type (exact, or through an index)."""
-    from shardgraph.errors import QueryError
     from shardgraph.embeddings.model import load
+    from shardgraph.errors import QueryError
 
     if (args.id is None) == (args.ids_file is None):
         raise QueryError("give an id or --ids-file.")

@@ -177,7 +177,8 @@ def _tune(index: Any, kind: str, vectors: np.ndarray, faiss_metric: int, target:
     sample = vectors[chosen_ids]
 
     def others(found: np.ndarray) -> list[set[int]]:
-        return [set([i for i in row if i != own and i >= 0][:k]) for row, own in zip(found.tolist(), chosen_ids)]
+        return [set([i for i in row if i != own and i >= 0][:k]) for row, own in
+                zip(found.tolist(), chosen_ids.tolist(), strict=True)]
 
     truth = others(_exact_top(vectors, sample, k + 1, faiss_metric == faiss.METRIC_L2))
     if kind == "hnsw":

@@ -157,3 +157,41 @@ def softmax_loss_and_grad_blocks(pos: Tensor, blocks: list[tuple[Tensor, Tensor 
     inv = total.reciprocal()
     grads = [scores.mul_(inv.unsqueeze(1)) for scores, _ in blocks]
     return value, exp_pos * inv - 1.0, grads
+
+
+def softmax_blocks_fused(pos: Tensor, pos_ids: Tensor, chunk: int, blocks: list[tuple[Tensor, Tensor]],
+                         correction: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]] | None:
+    """The softmax loss over sampled candidate blocks in one compiled pass per row.
+
+    `blocks` are (scores (chunks, chunk, W), candidate ids (chunks, W)): a chunk of rows shares
+    its candidates; a candidate whose id is the row's positive id `pos_ids` is not a negative; with
+    `correction` (one float per entity) every score, the positive's included, is first reduced by
+    the correction of its entity. Returns (loss (n,), dL/dpos (n,), dL/dscores per block, written
+    over the scores), or None where the kernel cannot run (not built, not float32 on the CPU), for
+    the caller to use torch ops.
+    """
+    import ctypes
+
+    from shardgraph.utils.kernels import kernels
+
+    library = kernels()
+    floats = [pos, *(scores for scores, _ in blocks), *([correction] if correction is not None else [])]
+    if library is None or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in floats):
+        return None
+    if pos_ids.dtype != torch.int64 or any(ids.dtype != torch.int64 for _, ids in blocks):
+        return None
+    n = pos.shape[0]
+    pos, pos_ids = pos.contiguous(), pos_ids.contiguous()  # held: the kernel reads their memory
+    correction = correction.contiguous() if correction is not None else None
+    scores = [s.contiguous() for s, _ in blocks]  # the same tensors when already contiguous
+    ids = [i.contiguous() for _, i in blocks]
+    widths = torch.tensor([s.shape[-1] for s in scores], dtype=torch.int64)
+    scratch = torch.empty(int(widths.sum()))
+    loss, d_pos = torch.empty(n), torch.empty(n)
+    pointers = ctypes.c_void_p * len(blocks)
+    library.softmax_blocks_f32(n, chunk, pos.data_ptr(), pos_ids.data_ptr(),
+                               correction.data_ptr() if correction is not None else None,
+                               len(blocks), pointers(*[s.data_ptr() for s in scores]),
+                               pointers(*[i.data_ptr() for i in ids]), widths.data_ptr(), scratch.data_ptr(),
+                               loss.data_ptr(), d_pos.data_ptr())
+    return loss, d_pos, scores

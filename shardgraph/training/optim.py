@@ -7,34 +7,12 @@ use element-wise Adagrad.
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
-import logging
-from functools import cache
-
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from shardgraph.utils.kernels import kernels as _kernels
 
 EPS = 1e-10
-
-
-@cache
-def _kernels() -> ctypes.CDLL | None:
-    """The compiled C kernels (shardgraph/_kernels.c), or None where they were not built."""
-    spec = importlib.util.find_spec("shardgraph._kernels")
-    if spec is None or spec.origin is None:
-        log.debug("shardgraph._kernels is not built: row-wise Adagrad runs as torch ops")
-        return None
-    library = ctypes.CDLL(spec.origin)
-    i64, f32, pointer = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-    library.rowwise_adagrad_f32.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32]
-    library.rowwise_adagrad_f32.restype = None
-    library.rowwise_adagrad_bf16.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32,
-                                             ctypes.c_uint64]
-    library.rowwise_adagrad_bf16.restype = None
-    return library
 
 
 def _write_rows(table: Tensor, rows: Tensor, step: Tensor) -> None:

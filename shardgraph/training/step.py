@@ -24,7 +24,13 @@ from torch import Tensor
 
 from shardgraph.config import TrainingConfig
 from shardgraph.model.comparators import chunk_scores, chunk_scores_backward, pair_scores, pair_scores_backward
-from shardgraph.model.losses import SoftmaxLoss, loss_and_grad, loss_and_grad_excluding, softmax_loss_and_grad_blocks
+from shardgraph.model.losses import (
+    SoftmaxLoss,
+    loss_and_grad,
+    loss_and_grad_excluding,
+    softmax_blocks_fused,
+    softmax_loss_and_grad_blocks,
+)
 from shardgraph.model.model import Model
 from shardgraph.model.operators import Params
 from shardgraph.training.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
@@ -224,8 +230,7 @@ class BatchStep:
         grads = _Grads()
         weight = self.weights[rel] if self.weighted else None
         loss = self._score_both(query_r, pos_r, neg_r, rhs, rhs_neg, query_l, pos_l, neg_l, lhs, lhs_neg,
-                                symmetric, chunks, chunk, weight, grads,
-                                None if self.training.all_negs else corrections)
+                                symmetric, chunks, chunk, weight, grads, corrections)
         total = float(loss.sum())
         outputs, output_grads = [], []
         for tensor, grad in grads.pairs():
@@ -268,13 +273,8 @@ class BatchStep:
         def chunked(x: Tensor) -> Tensor:
             return x.view(1, n, dim) if t.all_negs else x.view(chunks, -1, dim)
 
-        def uniform_block(q: Tensor, u: Tensor, ids: Tensor,
-                          neg_ids: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-            scores, cache = chunk_scores(name, chunked(q), u.view(1, -1, dim) if t.all_negs else chunked(u))
-            if t.all_negs:  # every entity is a candidate: exclude the positive by its column, no mask
-                return scores, None, cache
-            invalid = chunked_ids(ids).unsqueeze(2) == neg_ids.unsqueeze(1)
-            return scores, invalid, cache
+        def uniform_block(q: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None]:
+            return chunk_scores(name, chunked(q), u.view(1, -1, dim) if t.all_negs else chunked(u))
 
         def chunked_ids(ids: Tensor) -> Tensor:
             return ids.view(1, n) if t.all_negs else ids.view(chunks, chunk)
@@ -286,50 +286,30 @@ class BatchStep:
         else:
             pos_score_l, pos_cache_l = pair_scores(name, pl, ql)  # score(lhs candidate, rhs query)
 
-        blocks_r: list[tuple[Tensor, Tensor | None]] = []
-        blocks_l: list[tuple[Tensor, Tensor | None]] = []
+        # candidate blocks of each direction: (scores (chunks, chunk, W), candidate ids (chunks, W))
+        blocks_r: list[tuple[Tensor, Tensor]] = []
+        blocks_l: list[tuple[Tensor, Tensor]] = []
         caches: dict[str, Tensor | None] = {}
         if use_batch:
-            score_rb, cache_rb = chunk_scores(name, chunked(qr), chunked(pr))
-            invalid_rb = chunked_ids(rhs).unsqueeze(2) == chunked_ids(rhs).unsqueeze(1)
-            caches["rb"] = cache_rb
-            invalid_lb = chunked_ids(lhs).unsqueeze(2) == chunked_ids(lhs).unsqueeze(1)
+            score_rb, caches["rb"] = chunk_scores(name, chunked(qr), chunked(pr))
+            blocks_r.append((score_rb, chunked_ids(rhs)))
             if symmetric:
                 # the lhs direction scores the same pairs: its block is this one transposed (a copy,
                 # since the losses overwrite their blocks)
-                blocks_r.append((score_rb, invalid_rb))
-                blocks_l.append((score_rb.transpose(1, 2).contiguous(), invalid_lb))
+                blocks_l.append((score_rb.transpose(1, 2).contiguous(), chunked_ids(lhs)))
             else:
-                blocks_r.append((score_rb, invalid_rb))
-                score_lb, cache_lb = chunk_scores(name, chunked(ql), chunked(pl))
-                blocks_l.append((score_lb, invalid_lb))
-                caches["lb"] = cache_lb
+                score_lb, caches["lb"] = chunk_scores(name, chunked(ql), chunked(pl))
+                blocks_l.append((score_lb, chunked_ids(lhs)))
         if rhs_neg.numel():
-            score_ru, valid_ru, cache_ru = uniform_block(qr, nr, rhs, rhs_neg)
-            blocks_r.append((score_ru, valid_ru))
-            caches["ru"] = cache_ru
+            score_ru, caches["ru"] = uniform_block(qr, nr)
+            blocks_r.append((score_ru, rhs_neg))
         if lhs_neg.numel():
-            score_lu, valid_lu, cache_lu = uniform_block(ql, nl, lhs, lhs_neg)
-            blocks_l.append((score_lu, valid_lu))
-            caches["lu"] = cache_lu
+            score_lu, caches["lu"] = uniform_block(ql, nl)
+            blocks_l.append((score_lu, lhs_neg))
 
-        if corrections is not None:
-            # sampling correction: a candidate's score minus the log of its expected count among the
-            # negatives, the positive's included (a constant shift: the gradients are unchanged)
-            correction_l, correction_r = corrections
-            pos_score_l = pos_score_l - correction_l[lhs]
-            pos_score_r = pos_score_r - correction_r[rhs]
-            index_r = index_l = 0
-            if use_batch:
-                blocks_r[0][0].sub_(correction_r[rhs].view(chunks, 1, chunk))
-                blocks_l[0][0].sub_(correction_l[lhs].view(chunks, 1, chunk))
-                index_r = index_l = 1
-            if rhs_neg.numel():
-                blocks_r[index_r][0].sub_(correction_r[rhs_neg].view(chunks, 1, -1))
-            if lhs_neg.numel():
-                blocks_l[index_l][0].sub_(correction_l[lhs_neg].view(chunks, 1, -1))
-        loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, blocks_r, weight, n, rhs if t.all_negs else None)
-        loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, blocks_l, weight, n, lhs if t.all_negs else None)
+        correction_l, correction_r = corrections if corrections is not None else (None, None)
+        loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, rhs, blocks_r, correction_r, weight, n, chunk)
+        loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, lhs, blocks_l, correction_l, weight, n, chunk)
 
         # back through the comparator, by hand
         if symmetric:
@@ -368,39 +348,57 @@ class BatchStep:
             grads.add(neg_l, du.reshape(-1, dim))
         return loss_r + loss_l
 
-    def _loss(self, pos: Tensor, blocks: list[tuple[Tensor, Tensor | None]], weight: Tensor | None, n: int,
-              exclude: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Per-edge loss over the concatenated negative blocks, with gradients per block.
+    def _loss(self, pos: Tensor, pos_ids: Tensor, blocks: list[tuple[Tensor, Tensor]], correction: Tensor | None,
+              weight: Tensor | None, n: int, chunk: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Per-edge loss over the candidate blocks, with dL/dpos and dL/dblock (each block is
+        overwritten by its gradient).
 
-        With `exclude` (all entities are candidates) the single block's column exclude[i] is
-        row i's positive; the block is overwritten with its gradient.
+        A candidate whose id is the row's positive id `pos_ids` is not a negative. With
+        `correction` (training.sampling_correction) every score, the positive's included, is first
+        reduced by its entity's correction (a shift of each score: the gradients keep their form).
+        With all_negs the single block holds every entity: the row's positive is excluded by its
+        column and no correction applies.
         """
-        if exclude is not None:
+        loss_fn = self.model.loss
+        if self.training.all_negs:
             (scores, _), = blocks
-            loss, d_pos, d_neg = loss_and_grad_excluding(self.model.loss, pos, scores.view(n, -1), exclude)
-            if weight is not None:
-                loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg.mul_(weight.unsqueeze(1))
-            return loss, d_pos, [d_neg.view(scores.shape)]
-        sizes = [scores.shape[2] for scores, _ in blocks]
-        if len(blocks) > 1 and isinstance(self.model.loss, SoftmaxLoss):
-            owned = [(scores.reshape(n, -1) if scores.is_contiguous() else scores.reshape(n, -1).clone(),
-                      None if invalid is None else invalid.reshape(n, -1)) for scores, invalid in blocks]
-            loss, d_pos, d_blocks = softmax_loss_and_grad_blocks(pos, owned)
-            if weight is not None:
-                loss, d_pos = loss * weight, d_pos * weight
-                d_blocks = [d.mul_(weight.unsqueeze(1)) for d in d_blocks]
-            return loss, d_pos, [d.view(scores.shape) for d, (scores, _) in zip(d_blocks, blocks, strict=True)]
-        if len(blocks) == 1:
-            negs, invalid = blocks[0][0].reshape(n, -1), blocks[0][1]
-            invalid = None if invalid is None else invalid.reshape(n, -1)
-        else:
-            negs = torch.cat([scores.reshape(n, -1) for scores, _ in blocks], dim=1)
-            invalid = torch.cat([v.reshape(n, -1) for _, v in blocks if v is not None], dim=1)
-        loss, d_pos, d_neg = loss_and_grad(self.model.loss, pos, negs, invalid)
-        if weight is not None:
-            loss, d_pos, d_neg = loss * weight, d_pos * weight, d_neg * weight.unsqueeze(1)
-        d_blocks = [d.reshape(scores.shape) for d, (scores, _) in zip(d_neg.split(sizes, dim=1), blocks, strict=True)]
-        return loss, d_pos, d_blocks
+            loss, d_pos, d_neg = loss_and_grad_excluding(loss_fn, pos, scores.view(n, -1), pos_ids)
+            return self._weighted(loss, d_pos, [d_neg.view(scores.shape)], weight)
+        if isinstance(loss_fn, SoftmaxLoss):
+            fused = softmax_blocks_fused(pos, pos_ids, chunk, blocks, correction)
+            if fused is not None:
+                return self._weighted(*fused, weight)
+        # torch ops: mask each row's own positive among its candidates, apply the correction
+        chunks = n // chunk
+        masked: list[tuple[Tensor, Tensor]] = []
+        for scores, ids in blocks:
+            if correction is not None:
+                scores.sub_(correction[ids].unsqueeze(1))
+            masked.append((scores, pos_ids.view(chunks, chunk, 1) == ids.unsqueeze(1)))
+        if correction is not None:
+            pos = pos - correction[pos_ids]
+        if len(masked) > 1 and isinstance(loss_fn, SoftmaxLoss):
+            owned: list[tuple[Tensor, Tensor | None]] = [(scores.reshape(n, -1), invalid.reshape(n, -1))
+                                                        for scores, invalid in masked]
+            loss, d_pos, d_flat = softmax_loss_and_grad_blocks(pos, owned)
+            d_blocks = [d.view(scores.shape) for d, (scores, _) in zip(d_flat, masked, strict=True)]
+            return self._weighted(loss, d_pos, d_blocks, weight)
+        sizes = [scores.shape[2] for scores, _ in masked]
+        negs = torch.cat([scores.reshape(n, -1) for scores, _ in masked], dim=1) if len(masked) > 1 else \
+            masked[0][0].reshape(n, -1)
+        invalid = torch.cat([v.reshape(n, -1) for _, v in masked], dim=1)
+        loss, d_pos, d_neg = loss_and_grad(loss_fn, pos, negs, invalid)
+        d_blocks = [d.reshape(scores.shape) for d, (scores, _) in zip(d_neg.split(sizes, dim=1), masked, strict=True)]
+        return self._weighted(loss, d_pos, d_blocks, weight)
+
+    @staticmethod
+    def _weighted(loss: Tensor, d_pos: Tensor, d_blocks: list[Tensor],
+                  weight: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Apply per-edge relation weights to a loss and its gradients (the blocks in place)."""
+        if weight is None:
+            return loss, d_pos, d_blocks
+        per_row = weight.unsqueeze(1)
+        return loss * weight, d_pos * weight, [d.view(len(weight), -1).mul_(per_row).view(d.shape) for d in d_blocks]
 
     # ------------------------------------------------------------------ regularizers
     def _regularize(self, x: Tensor) -> Tensor:

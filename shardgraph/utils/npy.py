@@ -67,7 +67,7 @@ def payload_checksum(array: np.ndarray) -> str:
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8) if array.size else np.zeros(0, np.uint8)
     step = 16 << 20
     for start in range(0, flat.shape[0], step):
-        hasher.update(memoryview(flat[start : start + step]))  # no copy
+        hasher.update(flat[start : start + step].data)  # the array's memory, no copy
     return hasher.hexdigest()
 
 

@@ -1,0 +1,34 @@
+"""The compiled C kernels (shardgraph/_kernels.c), loaded with ctypes.
+
+setup.py builds them as an optional extension; where no C compiler was present at install the
+callers fall back to torch ops, with the same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+from functools import cache
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def kernels() -> ctypes.CDLL | None:
+    """The library, or None where it was not built."""
+    spec = importlib.util.find_spec("shardgraph._kernels")
+    if spec is None or spec.origin is None:
+        log.debug("shardgraph._kernels is not built: the training step runs as torch ops only")
+        return None
+    library = ctypes.CDLL(spec.origin)
+    i64, f32, pointer = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+    library.rowwise_adagrad_f32.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32]
+    library.rowwise_adagrad_f32.restype = None
+    library.rowwise_adagrad_bf16.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32,
+                                             ctypes.c_uint64]
+    library.rowwise_adagrad_bf16.restype = None
+    library.softmax_blocks_f32.argtypes = [i64, i64, pointer, pointer, pointer, i64, pointer, pointer, pointer,
+                                           pointer, pointer, pointer]
+    library.softmax_blocks_f32.restype = None
+    return library
