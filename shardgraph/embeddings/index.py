@@ -122,8 +122,14 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
         meta["recall@10"] = 1.0
     else:
         started = time.perf_counter()
-        setting, meta["recall@10"], meta["tuning"] = _tune(index, kind, vectors, faiss_metric, target_recall,
-                                                           recall_queries, seed)
+        import torch
+
+        rng = np.random.default_rng(seed + 1)
+        sample_ids = rng.choice(n, size=min(recall_queries, n), replace=False)
+        # exact search as `neighbors` does it without an index (k + 1: the query itself is dropped)
+        _, truth = model._exact_neighbors(torch.from_numpy(vectors[sample_ids]), spec, 11, metric)
+        setting, meta["recall@10"], meta["tuning"] = _tune(index, kind, vectors[sample_ids], sample_ids, truth,
+                                                           target_recall)
         meta["ef_search" if kind == "hnsw" else "nprobe"] = setting
         meta["target_recall"] = target_recall
         meta["tune_s"] = round(time.perf_counter() - started, 3)
@@ -136,27 +142,6 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
     return {**meta, "path": str(out)}
 
 
-def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, l2: bool, block: int = 65536) -> np.ndarray:
-    """Ids of the exact top k of each query (inner product, or smallest l2 distance), by blocks of
-    matrix products (several times faster than faiss's flat search on CPU here)."""
-    import torch
-
-    query = torch.from_numpy(queries)
-    best_scores = torch.full((len(queries), 0), float("-inf"))
-    best_ids = torch.zeros((len(queries), 0), dtype=torch.long)
-    for start in range(0, len(vectors), block):
-        chunk = torch.from_numpy(vectors[start : start + block])
-        scores = query @ chunk.T
-        if l2:  # -|q - x|^2 up to the per-query constant |q|^2
-            scores = 2 * scores - (chunk * chunk).sum(1)
-        top = scores.topk(min(k, scores.shape[1]), dim=1)
-        merged = torch.cat([best_scores, top.values], dim=1)
-        merged_ids = torch.cat([best_ids, top.indices + start], dim=1)
-        keep = merged.topk(min(k, merged.shape[1]), dim=1)
-        best_scores, best_ids = keep.values, merged_ids.gather(1, keep.indices)
-    return best_ids.numpy()
-
-
 def _set_search(index: Any, kind: str, value: int) -> None:
     if kind == "hnsw":
         index.hnsw.efSearch = value
@@ -164,23 +149,20 @@ def _set_search(index: Any, kind: str, value: int) -> None:
         index.nprobe = value
 
 
-def _tune(index: Any, kind: str, vectors: np.ndarray, faiss_metric: int, target: float, queries: int, seed: int,
+def _tune(index: Any, kind: str, sample: np.ndarray, sample_ids: np.ndarray, exact: np.ndarray, target: float,
           k: int = 10) -> tuple[int, float, list[dict[str, float]]]:
     """The smallest efSearch / nprobe (doubling) whose recall@k against exact search reaches the
     target, with its recall and the (setting, recall, ms/query) of every setting tried.
 
     The queries are indexed entities and, as in `neighbors`, each one's own id does not count:
-    its top k are the k best other entities (finding itself would flatter the recall)."""
-    faiss = _faiss()
-    rng = np.random.default_rng(seed + 1)
-    chosen_ids = rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)
-    sample = vectors[chosen_ids]
+    its top k are the k best other entities (finding itself would flatter the recall). `exact`
+    holds the exact top k + 1 of each query."""
 
     def others(found: np.ndarray) -> list[set[int]]:
         return [set([i for i in row if i != own and i >= 0][:k]) for row, own in
-                zip(found.tolist(), chosen_ids.tolist(), strict=True)]
+                zip(found.tolist(), sample_ids.tolist(), strict=True)]
 
-    truth = others(_exact_top(vectors, sample, k + 1, faiss_metric == faiss.METRIC_L2))
+    truth = others(exact)
     if kind == "hnsw":
         settings = [16 * 2**i for i in range(8)]  # 16 .. 2048
     else:

@@ -6,6 +6,7 @@ candidate is the positive itself, or padding) and returns the per-edge loss (B,)
 
 from __future__ import annotations
 
+import ctypes
 from abc import ABC, abstractmethod
 
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shardgraph.registry import Registry
+from shardgraph.utils.kernels import kernels
 
 LOSSES: Registry[type[Loss]] = Registry("loss")
 
@@ -170,10 +172,6 @@ def softmax_blocks_fused(pos: Tensor, pos_ids: Tensor, chunk: int, blocks: list[
     over the scores), or None where the kernel cannot run (not built, not float32 on the CPU), for
     the caller to use torch ops.
     """
-    import ctypes
-
-    from shardgraph.utils.kernels import kernels
-
     library = kernels()
     floats = [pos, *(scores for scores, _ in blocks), *([correction] if correction is not None else [])]
     if library is None or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in floats):

@@ -276,8 +276,8 @@ class BatchStep:
         def uniform_block(q: Tensor, u: Tensor) -> tuple[Tensor, Tensor | None]:
             return chunk_scores(name, chunked(q), u.view(1, -1, dim) if t.all_negs else chunked(u))
 
-        def chunked_ids(ids: Tensor) -> Tensor:
-            return ids.view(1, n) if t.all_negs else ids.view(chunks, chunk)
+        def chunked_ids(ids: Tensor) -> Tensor:  # the batch block's candidates (never with all_negs)
+            return ids.view(chunks, chunk)
 
         # positives
         pos_score_r, pos_cache_r = pair_scores(name, qr, pr)
