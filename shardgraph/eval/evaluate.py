@@ -174,14 +174,16 @@ class Evaluator:
     @staticmethod
     def _pairs_in(known: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray, lo: int,
                   hi: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Known (row in batch, id) pairs of edges `rows` whose id falls in [lo, hi)."""
+        """Known (position in `rows`, id) pairs of the edges `rows` (sorted, not necessarily contiguous)
+        whose id falls in [lo, hi)."""
         if known is None:
             return None
         all_rows, ids = known
         start, stop = np.searchsorted(all_rows, [rows[0], rows[-1] + 1])
-        batch_rows, batch_ids = all_rows[start:stop] - rows[0], ids[start:stop]
-        inside = (batch_ids >= lo) & (batch_ids < hi)
-        return batch_rows[inside], batch_ids[inside]
+        candidate_rows, candidate_ids = all_rows[start:stop], ids[start:stop]
+        position = np.minimum(np.searchsorted(rows, candidate_rows), len(rows) - 1)
+        inside = (rows[position] == candidate_rows) & (candidate_ids >= lo) & (candidate_ids < hi)
+        return position[inside], candidate_ids[inside]
 
     def _rank_sampled(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray,
                       true_scores: Tensor, known: tuple[np.ndarray, np.ndarray] | None, counts: RankCounts) -> None:
