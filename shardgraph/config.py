@@ -355,6 +355,9 @@ def _check_consistency(config: Config) -> None:
     if t.sampling_correction and config.model.loss != "softmax":
         raise ConfigError(f"training.sampling_correction needs model.loss = \"softmax\". Got "
                           f"{config.model.loss!r} instead.")
+    if t.sampling_correction and t.all_negs:
+        raise ConfigError("training.sampling_correction corrects for sampled negatives; with training.all_negs = "
+                          "true every entity is a candidate and there is nothing to correct. Turn one of them off.")
     if config.storage.buffer_partitions == 1:
         raise ConfigError("storage.buffer_partitions must be 0 (all) or >= 2. Got 1 instead.")
 

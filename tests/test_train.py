@@ -77,6 +77,24 @@ def test_seeded_single_worker_runs_are_identical(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_every_checkpoint_keeps_the_history_and_its_evaluations(tmp_path: Path) -> None:
+    """The manifest of an epoch's checkpoint holds that epoch's evaluation; mid-epoch checkpoints keep the
+    history of the finished epochs (a resume from them does not lose it)."""
+    dataset = kg_dataset(tmp_path, "nations", 2)
+    config = kg_config(dataset, "training.epochs=2", "training.eval_every=1", "training.checkpoint_every_buckets=1",
+                       "training.keep_checkpoints=20")
+    train(config, run_dir=tmp_path / "run", progress=False)
+    final = json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())
+    assert [r["epoch"] for r in final["history"]] == [1, 2]
+    assert all(0 < r["eval"]["mrr"] <= 1 for r in final["history"]), final["history"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["mrr"] for r in logged if r["event"] == "eval"] == [r["eval"]["mrr"] for r in final["history"]]
+    middle = [json.loads(p.read_text()) for p in (tmp_path / "run" / "checkpoint" / "history").glob("*.json")]
+    second_epoch = [m for m in middle if m["epoch"] == 1 and m["buckets_done"] > 0]
+    assert second_epoch and all([r["epoch"] for r in m["history"]] == [1] for m in second_epoch)
+    assert all("eval" in m["history"][0] for m in second_epoch)
+
+
 def test_stop_and_resume_gives_the_same_result(tmp_path: Path) -> None:
     """Resume from a mid-epoch checkpoint: the same embeddings as an uninterrupted run."""
     dataset = kg_dataset(tmp_path, "nations", 2)

@@ -259,6 +259,7 @@ class Trainer:
             self.callbacks.append(EvalCallback(run_dir, config))  # before the loggers: they report its result
         metrics = run_dir / ("metrics.jsonl" if rank == 0 else f"metrics.r{rank}.jsonl")
         self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(metrics), *callbacks]
+        self.history: list[dict[str, Any]] = []  # one record per finished epoch, kept in every checkpoint
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -270,10 +271,8 @@ class Trainer:
         t = config.training
         start_epoch = int(self.manifest["epoch"]) if self.manifest else 0
         start_bucket = int(self.manifest["buckets_done"]) if self.manifest else 0
-        history: list[dict[str, Any]] = []
+        history = self.history = list(self.manifest.get("history", [])) if self.manifest else []
         edges_total = 0
-        if self.manifest:
-            history = list(self.manifest.get("history", []))
         buffer = PartitionBuffer(self.model, self.store, self.manifest, slots=self.slots, seed=t.seed,
                                  storage_dtype=config.storage.storage_dtype, prefetch=config.storage.prefetch)
         pool: WorkerPool | None = None
@@ -301,13 +300,16 @@ class Trainer:
                                               "seconds": round(stats.seconds, 3), "loss": stats.mean_loss,
                                               "partition_loads": stats.partition_loads}
                     history.append(record)
+                    version = None
                     if self.scheduler.after_epoch(buffer):
-                        buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
-                                          extra={"history": history})
+                        version = buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
+                                                    extra={"history": history})
                     self.scheduler.after_checkpoint()
-                    self._emit("on_epoch_end", stats)
+                    self._emit("on_epoch_end", stats)  # evaluates the checkpoint just written
                     if stats.eval:
                         record["eval"] = stats.eval
+                        if version is not None:
+                            self.store.annotate(version, {"history": history})
             finally:
                 if pool is not None:
                     pool.close()
@@ -359,7 +361,8 @@ class Trainer:
             done = self.scheduler.buckets_done()
             if (t.checkpoint_every_buckets and self.scheduler.partial_checkpoints
                     and since_checkpoint >= t.checkpoint_every_buckets and done < buckets):
-                buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints, extra={})
+                buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints,
+                                  extra={"history": self.history})
                 since_checkpoint = 0
         self.scheduler.end_epoch()
         stats.seconds = time.perf_counter() - started
