@@ -56,3 +56,23 @@ def require_kernels() -> None:
         pytest.fail(f"shardgraph._kernels is not built although a C compiler ({compiler}) is present: "
                     "reinstall with `make install` and read the build log")
     pytest.skip(f"shardgraph._kernels is not built and there is no C compiler ({compiler}) to build it")
+
+
+def shm_segments_of(pids: Iterable[int]) -> set[str]:
+    """Names of the /dev/shm segments that the processes map (torch's shared tensors are unlinked
+    at once, so they show only here, as "/dev/shm/torch_... (deleted)")."""
+    names: set[str] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                names.update(line.split("/dev/shm/", 1)[1].split()[0] for line in f if "/dev/shm/" in line)
+        except OSError:  # the process is gone
+            continue
+    return names
+
+
+def shm_segments_held(names: set[str]) -> set[str]:
+    """The segments among `names` that still exist: a file in /dev/shm, or mapped by any process."""
+    held = {name for name in names if (Path("/dev/shm") / name).exists()}
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    return held | (shm_segments_of(pids) & names)

@@ -195,7 +195,13 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         if rank != 0:
             trainer = _make_trainer(config, data, path, store, env, barrier, progress, **trainer_args)
         assert trainer is not None
-        log.info(f"trainer {rank} of {world_size} ready")
+        if env["restart"] > 0:
+            done = trainer.manifest or {}
+            log.warning(f"trainer {rank} of {world_size}: restart {env['restart']} of the group, resuming from the "
+                        f"last complete checkpoint (epoch {done.get('epoch', 0)}, "
+                        f"{done.get('buckets_done', 0)} buckets into the next)")
+        else:
+            log.info(f"trainer {rank} of {world_size} ready")
         run = trainer.run()
         dist.barrier()
         return run

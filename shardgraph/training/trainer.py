@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -378,11 +377,9 @@ class Trainer:
 
         if pool is None:
             assert context is not None
-            task = BucketTask(epoch, lhs, rhs, path, 0, edges, slots, seed)
-            return [train_task(context, task, progress)]
-        bounds = np.linspace(0, edges, pool.workers + 1).astype(int)
-        tasks = [BucketTask(epoch, lhs, rhs, path, int(bounds[r]), int(bounds[r + 1]), slots, seed, rank=r)
-                 for r in range(pool.workers) if bounds[r + 1] > bounds[r]]
+            return [train_task(context, BucketTask(epoch, lhs, rhs, path, edges, slots, seed), progress)]
+        shares = min(pool.workers, edges)
+        tasks = [BucketTask(epoch, lhs, rhs, path, edges, slots, seed, rank=r, shares=shares) for r in range(shares)]
         return pool.run(tasks, progress)
 
 
