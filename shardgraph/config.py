@@ -185,9 +185,11 @@ class StorageConfig:
 class EvalConfig:
     """How `shardgraph eval` ranks: candidates, filtering, batch size."""
 
-    split: str = opt("test", "split to evaluate: valid or test", one_of("valid", "test"))
+    split: str = opt("test", "split to evaluate: valid, test or train", one_of("valid", "test", "train"))
     filtered: bool = opt(True, "filtered ranking: other true edges of train+valid+test are not counted")
     negatives: int = opt(0, "candidates per edge: 0 = all entities of the type, N = N sampled", non_negative)
+    candidates: str = opt("all", "with negatives = 0: all entities of the type, or only the true end's "
+                          "partition (PyTorch-BigGraph's all_negs protocol)", one_of("all", "partition"))
     batch_size: int = opt(512, "evaluation edges scored per matrix product", positive)
     max_edges: int = opt(0, "evaluate at most this many edges (a seeded sample); 0 = all", non_negative)
 

@@ -15,7 +15,7 @@ from shardgraph.config import load_config
 from shardgraph.data.dataset import Dataset
 from shardgraph.data.importer import import_edges
 from shardgraph.eval.evaluate import evaluate
-from shardgraph.eval.ranking import KnownEdges, RankCounts, metrics_from_counts
+from shardgraph.eval.ranking import RankCounts, metrics_from_counts
 from shardgraph.storage.run import create_run
 from tests.conftest import REPO, write_lines
 
@@ -52,6 +52,17 @@ def test_exact_filtered_metrics(hand_made_run: Path) -> None:
     assert result["lhs"]["mr"] == pytest.approx(3.0)
 
 
+def test_eval_takes_its_defaults_from_the_runs_eval_section(hand_made_run: Path) -> None:
+    config = (hand_made_run / "config.toml").read_text()
+    assert "[eval]" in config
+    (hand_made_run / "config.toml").write_text(config.replace("filtered = true", "filtered = false", 1))
+    assert evaluate(hand_made_run)["mr"] == pytest.approx(2.5)  # raw, as the run's config says
+    assert evaluate(hand_made_run, filtered=True)["mr"] == pytest.approx(2.25)  # an argument wins
+    out = subprocess.run([sys.executable, "-m", "shardgraph", "eval", str(hand_made_run), "--json"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1])["filtered"] is False
+
+
 def test_sampled_negatives_rank_among_the_sample(hand_made_run: Path) -> None:
     # a sample of all 4 entities (unique) is the full ranking
     result = evaluate(hand_made_run, filtered=False, negatives=1000)
@@ -64,12 +75,6 @@ def test_cli_eval_json(hand_made_run: Path) -> None:
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result) >= {"split", "filtered", "edges", "mrr", "mr", "hits@1", "hits@3", "hits@10", "auc"}
     assert result["filtered"] is False and result["mr"] == pytest.approx(2.5)
-
-
-def test_known_edges_lookup() -> None:
-    known = KnownEdges(np.array([0, 0, 1, 0]), np.array([5, 3, 3, 5]), np.array([0, 0, 0, 1]), 2)
-    rows, ids = known.lookup(np.array([0, 1, 2, 0]), np.array([0, 0, 0, 1]))
-    assert list(zip(rows.tolist(), ids.tolist(), strict=True)) == [(0, 3), (0, 5), (1, 3), (3, 5)]
 
 
 def test_fair_ties_in_metrics() -> None:

@@ -27,10 +27,9 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from shardgraph.data.dataset import LHS, REL, RHS
 from shardgraph.data.dictionary import hash_strings
+from shardgraph.data.known import KnownEdges, load_known_edges
 from shardgraph.errors import QueryError
-from shardgraph.eval.ranking import KnownEdges
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.registry import did_you_mean
 from shardgraph.storage.run import TrainedRun
@@ -259,10 +258,7 @@ class EmbeddingModel:
 
     def _known_pairs(self, predict: str, ids: np.ndarray, relation: int) -> tuple[np.ndarray, np.ndarray]:
         if predict not in self._known:
-            dataset = self.run.dataset
-            edges = np.concatenate([dataset.global_edges(split) for split in ("train", "valid", "test")])
-            known, other = (edges[:, LHS], edges[:, RHS]) if predict == "rhs" else (edges[:, RHS], edges[:, LHS])
-            self._known[predict] = KnownEdges(known, other, edges[:, REL], len(self.model.relations))
+            self._known[predict] = load_known_edges(self.run.dataset, predict)
         return self._known[predict].lookup(ids, np.full(len(ids), relation))
 
     def _top_k(self, query: Tensor, direction: Direction, target: EntityTypeSpec, relation: int, k: int,

@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from shardgraph.config import Config
 from shardgraph.data.dataset import LHS, REL, RHS
+from shardgraph.data.known import KnownEdges, load_known_edges
 from shardgraph.errors import ShardgraphError
-from shardgraph.eval.ranking import KnownEdges, RankCounts, count_block, metrics_from_counts
+from shardgraph.eval.ranking import RankCounts, count_block, metrics_from_counts
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.storage.run import TrainedRun
 from shardgraph.training.callbacks import Callback, EpochStats
@@ -66,10 +67,7 @@ class Evaluator:
     # ------------------------------------------------------------------ set-up
     def _known_index(self, predict: str) -> KnownEdges:
         if predict not in self._known:
-            dataset = self.run.dataset
-            edges = np.concatenate([dataset.global_edges(split) for split in ("train", "valid", "test")])
-            known, other = (edges[:, LHS], edges[:, RHS]) if predict == "rhs" else (edges[:, RHS], edges[:, LHS])
-            self._known[predict] = KnownEdges(known, other, edges[:, REL], len(self.model.relations))
+            self._known[predict] = load_known_edges(self.run.dataset, predict)
         return self._known[predict]
 
     def _groups(self, edges: np.ndarray, predict: str) -> list[_Group]:
@@ -228,21 +226,30 @@ class Evaluator:
         return result
 
 
-def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: bool = True, negatives: int = 0,
-             batch_size: int = 512, max_edges: int = 0, seed: int = 0, dataset: str | Path | None = None,
-             progress: bool = False, save: bool = False, candidates: str = "all") -> dict[str, Any]:
+def evaluate(run: str | Path | TrainedRun, *, split: str | None = None, filtered: bool | None = None,
+             negatives: int | None = None, batch_size: int | None = None, max_edges: int | None = None,
+             seed: int = 0, dataset: str | Path | None = None, progress: bool = False, save: bool = False,
+             candidates: str | None = None) -> dict[str, Any]:
     """Link-prediction metrics (MRR, MR, Hits@1/3/10, AUC) of a run on a split of its dataset.
 
     Candidates are all entities of the true end's type; `negatives=N` samples N of them instead;
     `candidates="partition"` keeps only the true end's partition (PyTorch-BigGraph's all_negs
-    protocol, for comparisons). With `save`, the result is also written to
+    protocol, for comparisons). Arguments left as None come from the run's [eval] config section.
+    With `save`, the result is also written to
     RUN/eval.<split>.<filtered|raw>[.n<N>|.partition].json, where `shardgraph report` finds it.
     """
+    trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
+    defaults = trained.config.eval
+    split = defaults.split if split is None else split
+    filtered = defaults.filtered if filtered is None else filtered
+    negatives = defaults.negatives if negatives is None else negatives
+    candidates = defaults.candidates if candidates is None else candidates
+    batch_size = defaults.batch_size if batch_size is None else batch_size
+    max_edges = defaults.max_edges if max_edges is None else max_edges
     if split not in ("train", "valid", "test"):
         raise ShardgraphError(f"--split must be train, valid or test. Got {split!r} instead.")
     if negatives < 0:
         raise ShardgraphError(f"negatives must be 0 (all) or a positive number. Got {negatives} instead.")
-    trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
     evaluator = Evaluator(trained, filtered=filtered, negatives=negatives, batch_size=batch_size, seed=seed,
                           progress=progress, candidates=candidates)
     result = evaluator.evaluate(split, max_edges=max_edges)
