@@ -211,9 +211,6 @@ class Config:
     eval: EvalConfig = opt(EvalConfig(), "eval")
 
     # --------------------------------------------------------------- derived views
-    def relation_names(self) -> list[str]:
-        return [r.name for r in self.relations]
-
     def entity_dimension(self, entity_type: str) -> int:
         dim = self.entities[entity_type].dimension
         return dim if dim > 0 else self.model.dimension

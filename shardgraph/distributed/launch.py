@@ -6,9 +6,9 @@
 Each process is one trainer; all share the dataset and the run directory (local disk for
 trainers on one machine, a shared filesystem across machines). Buckets are handed out by a
 lock service over the c10d store (shardgraph.distributed.scheduler); partitions pass from
-trainer to trainer through versioned files in the run directory; relation parameters and
-unpartitioned entity types are averaged with an all-reduce (gloo) at every epoch end;
-rank 0 writes the checkpoint of each epoch. When torchrun restarts the group after a
+trainer to trainer through versioned files in the run directory; relation parameters are
+synced through the store after every bucket, unpartitioned entity types averaged with an
+all-reduce (gloo) at every epoch end; rank 0 writes the checkpoint of each epoch. When torchrun restarts the group after a
 failure (--max-restarts), every trainer resumes from the last complete checkpoint.
 """
 
@@ -104,7 +104,14 @@ class SharedParameters:
 
 
 class TrainerScheduler(DistributedScheduler):
-    """The distributed scheduler plus the epoch-end protocol: average, checkpoint on rank 0, barrier."""
+    """The distributed scheduler plus this trainer's identity and the epoch-end protocol: average,
+    checkpoint on rank 0, barrier. Rank 0 prepares the run directory and evaluates."""
+
+    def __init__(self, *args: Any, trainers_on_this_machine: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trainers_on_this_machine = trainers_on_this_machine
+        self.prepares_run_dir = self.evaluates = self.rank == 0
+        self.run_files_tag = "" if self.rank == 0 else f"r{self.rank}"
 
     def attach(self, buffer: PartitionBuffer) -> None:
         super().attach(buffer)
@@ -177,7 +184,7 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         if rank == 0:
             trainer_args: dict[str, Any] = {"resume": resume, "overwrite": overwrite}
         else:
-            trainer_args = {"resume": True, "overwrite": False, "prepare": False}
+            trainer_args = {"resume": True, "overwrite": False}
         # rank 0 prepares the run directory (or refuses) before the others open it
         trainer = None
         error: BaseException | None = None
@@ -221,6 +228,6 @@ def _make_trainer(config: Config, data: Dataset, path: Path, store: dist.Store, 
     def partitioned(bucket: tuple[int, int]) -> list[tuple[str, int]]:
         return [key for key in bucket_partitions(model, *bucket) if model.entity_types[key[0]].partitions > 1]
 
-    scheduler = TrainerScheduler(config, store, env["rank"], env["world_size"], n_lhs, n_rhs, partitioned, barrier)
-    return Trainer(config, data, path, scheduler=scheduler, progress=progress and env["rank"] == 0,
-                   rank=env["rank"], trainers_here=env["local_world_size"], **kwargs)
+    scheduler = TrainerScheduler(config, store, env["rank"], env["world_size"], n_lhs, n_rhs, partitioned, barrier,
+                                 trainers_on_this_machine=env["local_world_size"])
+    return Trainer(config, data, path, scheduler=scheduler, progress=progress and env["rank"] == 0, **kwargs)

@@ -20,14 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from shardgraph.config import Config
 from shardgraph.data.dataset import LHS, REL, RHS
 from shardgraph.data.known import KnownEdges, load_known_edges
 from shardgraph.errors import ShardgraphError
 from shardgraph.eval.ranking import RankCounts, count_block, metrics_from_counts
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.storage.run import TrainedRun
-from shardgraph.training.callbacks import Callback, EpochStats
 from shardgraph.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -87,19 +85,6 @@ class Evaluator:
                               model.entity_types[target], relation))
         return out
 
-    def _gather(self, spec: EntityTypeSpec, ids: np.ndarray) -> Tensor:
-        """Effective float32 embeddings (n, D) of global ids of one type."""
-        out = torch.empty(len(ids), spec.dim)
-        offsets = np.concatenate([[0], np.cumsum(spec.partition_counts)])
-        partition = np.searchsorted(offsets, ids, side="right") - 1
-        for p in np.unique(partition):
-            rows = np.flatnonzero(partition == p)
-            local = ids[rows] - offsets[p]
-            order = np.argsort(local)
-            vectors = self.run.embeddings(spec.name, int(p), rows=local[order])
-            out[torch.from_numpy(rows[order])] = vectors
-        return out
-
     # ------------------------------------------------------------------ ranking
     def rank(self, edges: np.ndarray, predict: str) -> RankCounts:
         """Rank counts of one direction for edges (n, 3) of global ids."""
@@ -108,10 +93,10 @@ class Evaluator:
         for group in self._groups(edges, predict):
             sub = edges[group.rows]
             rel = torch.from_numpy(sub[:, REL])
-            query = self.model.query(group.direction, self._gather(group.known_type, sub[:, known_col]),
+            query = self.model.query(group.direction, self.run.gather(group.known_type.name, sub[:, known_col]),
                                      self.tables, rel)
             true_ids = sub[:, target_col]
-            true_vectors = self._candidates(group, self._gather(group.target_type, true_ids), rel)
+            true_vectors = self._candidates(group, self.run.gather(group.target_type.name, true_ids), rel)
             true_scores = self.model.comparator.pairs(query, true_vectors)
             known = None
             if self.filtered:
@@ -190,7 +175,7 @@ class Evaluator:
         for start in range(0, n, self.batch_size):
             rows = np.arange(start, min(n, start + self.batch_size))
             sample = np.unique(self.rng.integers(0, spec.count, self.negatives))
-            candidates = self._candidates(group, self._gather(spec, sample), rel)
+            candidates = self._candidates(group, self.run.gather(spec.name, sample), rel)
             scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
             true_rows, true_cols = np.nonzero(true_ids[rows, None] == sample[None, :])
             excluded_rows, excluded_cols = [true_rows], [true_cols]
@@ -262,24 +247,3 @@ def evaluate(run: str | Path | TrainedRun, *, split: str | None = None, filtered
         except OSError as exc:
             log.warning(f"could not save the result in {trained.path}: {exc}")
     return result
-
-
-class EvalCallback(Callback):
-    """Evaluates the valid split every `training.eval_every` epochs, from the checkpoint just written."""
-
-    def __init__(self, run_dir: Path, config: Config) -> None:
-        self.run_dir = run_dir
-        self.every = config.training.eval_every
-        self.negatives = config.training.eval_negatives
-        self.filtered = config.eval.filtered
-        self.batch_size = config.eval.batch_size
-        self.max_edges = config.eval.max_edges
-
-    def on_epoch_end(self, stats: EpochStats) -> None:
-        if (stats.epoch + 1) % self.every:
-            return
-        result = evaluate(self.run_dir, split="valid", filtered=self.filtered, negatives=self.negatives,
-                          batch_size=self.batch_size, max_edges=self.max_edges)
-        stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"event": "eval", **result, "epoch": stats.epoch + 1}) + "\n")

@@ -37,6 +37,7 @@ from shardgraph.training.callbacks import (
     BucketStats,
     Callback,
     EpochStats,
+    EvalCallback,
     LogCallback,
     MetricsLogCallback,
     ProgressCallback,
@@ -113,8 +114,13 @@ class BucketScheduler(ABC):
         """Buckets of the current epoch that are trained (what a mid-epoch checkpoint records)."""
         return 0
 
-    # hooks for schedulers that coordinate several trainers
+    # who this trainer is among several (one, here); a scheduler that coordinates several trainers
+    # sets these, so that the loop reads the same with one process or many
     partial_checkpoints = True  # can a checkpoint be taken in the middle of an epoch?
+    prepares_run_dir = True  # this trainer creates (or reopens) the run directory; the others join it
+    run_files_tag = ""  # tells apart the files (partitions, metrics) of trainers sharing a run directory
+    trainers_on_this_machine = 1  # they share its cores
+    evaluates = True  # this trainer runs the periodic evaluation (training.eval_every)
 
     def attach(self, buffer: PartitionBuffer) -> None:
         """The partition buffer of this trainer, before the first epoch."""
@@ -224,8 +230,7 @@ class Trainer:
 
     def __init__(self, config: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False,
                  overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
-                 scheduler: BucketScheduler | None = None, rank: int = 0, prepare: bool = True,
-                 trainers_here: int = 1) -> None:
+                 scheduler: BucketScheduler | None = None) -> None:
         self.config = config
         self.dataset = dataset
         self.run_dir = run_dir
@@ -234,29 +239,27 @@ class Trainer:
             raise TrainingError(f"{dataset.path} has no training edges.")
         if config.training.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training.device is cuda, but no CUDA device is available.")
-        self.rank = rank
-        if prepare:
-            self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
-        else:  # another trainer prepared the directory (distributed); files of this one carry its rank
-            self.store = CheckpointStore(run_dir, tag=f"r{rank}")
-            self.manifest = self.store.manifest() if resume else None
-        self.workers, self.threads = resolve_workers(config, trainers_here)
         partitions = self.model.num_partitions
         storage = config.storage
         self.slots = partitions if storage.buffer_partitions == 0 else min(storage.buffer_partitions, partitions)
-        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers)
-        check_memory(self.memory_plan, config, partitions)
         n_lhs = max((self.model.entity_types[r.lhs].partitions for r in self.model.relations), default=1)
         n_rhs = max((self.model.entity_types[r.rhs].partitions for r in self.model.relations), default=1)
         self.scheduler = scheduler or LocalScheduler(config, n_lhs, n_rhs, self.slots)
+        tag = self.scheduler.run_files_tag
+        if self.scheduler.prepares_run_dir:
+            self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
+        else:  # another trainer prepared the directory
+            self.store = CheckpointStore(run_dir, tag=tag)
+            self.manifest = self.store.manifest() if resume else None
+        self.workers, self.threads = resolve_workers(config, self.scheduler.trainers_on_this_machine)
+        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers)
+        check_memory(self.memory_plan, config, partitions)
         self.callbacks: list[Callback] = []
         if progress:
             self.callbacks.append(ProgressCallback(config.training.epochs))
-        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0 and rank == 0:
-            from shardgraph.eval.evaluate import EvalCallback
-
+        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0 and self.scheduler.evaluates:
             self.callbacks.append(EvalCallback(run_dir, config))  # before the loggers: they report its result
-        metrics = run_dir / ("metrics.jsonl" if rank == 0 else f"metrics.r{rank}.jsonl")
+        metrics = run_dir / (f"metrics.{tag}.jsonl" if tag else "metrics.jsonl")
         self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(metrics), *callbacks]
         self.history: list[dict[str, Any]] = []  # one record per finished epoch, kept in every checkpoint
 
