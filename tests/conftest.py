@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,3 +42,17 @@ def umls() -> dict[str, Path]:
 @pytest.fixture
 def kinship() -> dict[str, Path]:
     return kg_files("kinship")
+
+
+def require_kernels() -> None:
+    """Skip a test of the compiled kernels where they cannot be built (no C compiler); where a compiler
+    exists (CI has one) a missing build is a failure, not a skip."""
+    from shardgraph.utils.kernels import kernels
+
+    if kernels() is not None:
+        return
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) or os.environ.get("CI"):
+        pytest.fail(f"shardgraph._kernels is not built although a C compiler ({compiler}) is present: "
+                    "reinstall with `make install` and read the build log")
+    pytest.skip(f"shardgraph._kernels is not built and there is no C compiler ({compiler}) to build it")
