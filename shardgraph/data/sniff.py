@@ -92,7 +92,8 @@ def sniff(
     lines = head.split(b"\n")
     if not at_eof and len(lines) > 1:
         lines.pop()  # a partial last line
-    text_lines = [_decode(line.rstrip(b"\r"), where, number) for number, line in enumerate(lines, start=1)]
+    # bytes that are not UTF-8 are replaced here; the reader names their line and field
+    text_lines = [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines]
     if text_lines and text_lines[0].startswith("%%MatrixMarket"):
         return _matrix_market(text_lines, where, columns)
     comment_chars = DEFAULT_COMMENTS if comments is None else comments
@@ -154,44 +155,43 @@ def sniff(
                       skip_lines=first, header=names, roles=roles, detected=detected)
 
 
-def _decode(line: bytes, where: str, number: int) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"is not valid UTF-8 ({exc.reason} at byte {exc.start})", path=where, line=number) from None
-
-
-def _widths(sample: Sequence[str], delimiter: str) -> set[int]:
-    return {len(split_line(line, delimiter)) for line in sample}
+def _agreement(lines: Sequence[str], delimiter: str) -> tuple[float, int]:
+    """(fraction of lines with the most common number of fields, that number) under a delimiter."""
+    counts: dict[int, int] = {}
+    for line in lines:
+        width = len(split_line(line, delimiter))
+        counts[width] = counts.get(width, 0) + 1
+    width = max(counts, key=lambda w: counts[w])
+    return counts[width] / len(lines), width
 
 
 def _detect_delimiter(sample: list[str], suffix: str, where: str) -> str:
-    """The delimiter that splits every sampled line into the same number (>= 2) of fields."""
-    for lines in (sample, sample[1:]):  # the second try leaves out a first line that may be an odd header
-        if not lines:
+    """The delimiter that splits the sampled lines into the same number (>= 2) of fields: every
+    line, or else most of them (the reader then names the line that does not fit)."""
+    scores: dict[str, tuple[float, int]] = {}
+    for candidate in CANDIDATES:
+        scores[candidate] = _agreement(sample, candidate)
+    fraction, width = _agreement(sample, WHITESPACE)
+    single_spaces = all(" ".join(line.split()) == line for line in sample)
+    scores[" " if single_spaces else WHITESPACE] = (fraction, width)
+    scores = {d: (f, w) for d, (f, w) in scores.items() if w >= 2}
+    if "\t" in scores and scores["\t"][0] == 1.0:
+        # tabs split every line: fields may hold spaces ("New York"), so blanks do not compete
+        scores.pop(" ", None)
+        scores.pop(WHITESPACE, None)
+    for threshold in (1.0, 0.5):
+        best = max((f for f, _ in scores.values()), default=0.0)
+        if best < threshold:
             continue
-        consistent = {}
-        for candidate in CANDIDATES:
-            widths = _widths(lines, candidate)
-            if len(widths) == 1 and min(widths) >= 2:
-                consistent[candidate] = min(widths)
-        blank_widths = _widths(lines, WHITESPACE)
-        blanks = len(blank_widths) == 1 and min(blank_widths) >= 2
-        if "\t" in consistent:
-            # tabs: fields may hold spaces ("New York"), so runs of blanks do not compete
-            blanks = False
-        if blanks:
-            single_spaces = all(" ".join(line.split()) == line for line in lines)
-            consistent[" " if single_spaces else WHITESPACE] = min(blank_widths)
-        if len(consistent) == 1:
-            return next(iter(consistent))
-        if len(consistent) > 1:
-            hinted = SUFFIX_DELIMITERS.get(suffix)
-            if hinted in consistent:
-                return hinted
-            options = "; ".join(f"{SPELLED[d]}: {w} fields" for d, w in consistent.items())
-            raise InputError(f"could be split more than one way ({options}); say which with --delimiter "
-                             f"({DELIMITER_HELP})", path=where)
+        tied = [d for d, (f, _) in scores.items() if f == best]
+        if len(tied) == 1:
+            return tied[0]
+        hinted = SUFFIX_DELIMITERS.get(suffix)
+        if hinted in tied:
+            return hinted
+        options = "; ".join(f"{SPELLED[d]}: {scores[d][1]} fields" for d in tied)
+        raise InputError(f"could be split more than one way ({options}); say which with --delimiter "
+                         f"({DELIMITER_HELP})", path=where)
     raise InputError("has lines that no delimiter (tab, comma, semicolon, |, spaces) splits into the same number "
                      f"of fields; say which with --delimiter ({DELIMITER_HELP}) and check the file", path=where)
 
