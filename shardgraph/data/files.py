@@ -69,23 +69,19 @@ class Location:
     def size(self) -> int:
         return int(self.info().size or 0)
 
-    def open_raw(self) -> BinaryIO:
-        """The stored bytes (compressed or not)."""
-        try:
-            if self.fs is None:
-                return open(self.path, "rb")
-            return self.fs.open_input_stream(self.path, compression=None)  # type: ignore[no-any-return]
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot be opened: {exc}", path=self.text) from None
-
-    def compression(self) -> str | None:
-        with self.open_raw() as f:
-            head = f.read(6)
-        return next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
-
     def open(self) -> BinaryIO:
         """The file's content as bytes, decompressed when its first bytes say it is compressed."""
-        return decompress(self.open_raw(), self.compression(), self.text)
+        if self.fs is None:
+            raw: BinaryIO = open(self.path, "rb")
+        else:
+            try:
+                raw = self.fs.open_input_file(self.path)
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"cannot be opened: {exc}", path=self.text) from None
+        head = raw.read(6)
+        raw.seek(0)
+        compression = next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
+        return decompress(raw, compression, self.text)
 
 
 def decompress(raw: BinaryIO, compression: str | None, where: str) -> BinaryIO:

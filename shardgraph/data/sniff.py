@@ -134,8 +134,11 @@ def sniff(
     if columns != "auto":
         if by_name:
             if names is None:
-                raise InputError(f"--columns {columns} chooses columns by name, but the file has no header "
-                                 "(use --header if its first line is one)", path=where)
+                wanted = [item.partition("=")[0].strip() for item in columns.split(",")]
+                missing = [name for name in wanted if name not in rows[0]]
+                raise InputError(f"--columns names columns by header name, but {', '.join(map(repr, missing))} "
+                                 f"{'is' if len(missing) == 1 else 'are'} not in the header "
+                                 f"({','.join(rows[0])})", path=where)
             roles = ColumnRoles.by_name(columns, names, where)
         else:
             roles = ColumnRoles.parse(columns)
@@ -176,9 +179,13 @@ def _detect_delimiter(sample: list[str], suffix: str, where: str) -> str:
     scores[" " if single_spaces else WHITESPACE] = (fraction, width)
     scores = {d: (f, w) for d, (f, w) in scores.items() if w >= 2}
     if "\t" in scores and scores["\t"][0] == 1.0:
-        # tabs split every line: fields may hold spaces ("New York"), so blanks do not compete
-        scores.pop(" ", None)
-        scores.pop(WHITESPACE, None)
+        padded = any(field != field.strip() for line in sample for field in line.split("\t"))
+        if padded and scores.get(WHITESPACE, (0.0, 0)) == (1.0, scores["\t"][1]):
+            scores.pop("\t")  # tabs padded with spaces: the blanks around them are not part of the ids
+        else:
+            # tabs split every line: fields may hold spaces ("New York"), so blanks do not compete
+            scores.pop(" ", None)
+            scores.pop(WHITESPACE, None)
     for threshold in (1.0, 0.5):
         best = max((f for f, _ in scores.values()), default=0.0)
         if best < threshold:
