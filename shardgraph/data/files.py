@@ -9,6 +9,7 @@ file's first bytes, never by its name: gzip, bzip2, xz and zstd.
 from __future__ import annotations
 
 import bz2
+import fnmatch
 import glob
 import gzip
 import lzma
@@ -72,7 +73,7 @@ class Location:
     def open(self) -> BinaryIO:
         """The file's content as bytes, decompressed when its first bytes say it is compressed."""
         if self.fs is None:
-            raw: BinaryIO = open(self.path, "rb")
+            raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by the caller)
         else:
             try:
                 raw = self.fs.open_input_file(self.path)
@@ -94,13 +95,13 @@ def decompress(raw: BinaryIO, compression: str | None, where: str) -> BinaryIO:
     if compression == "xz":
         return lzma.open(raw, "rb")  # type: ignore[return-value]
     if pa.Codec.is_available("zstd"):
-        return pa.CompressedInputStream(raw, "zstd")  # type: ignore[return-value]
+        return pa.CompressedInputStream(raw, "zstd")
     try:
         import zstandard
     except ModuleNotFoundError:
         raise InputError("is zstd-compressed; reading it needs pyarrow with zstd or the zstandard package "
                          "(pip install zstandard)", path=where) from None
-    return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
+    return zstandard.ZstdDecompressor().stream_reader(raw)
 
 
 def strip_compression_suffix(name: str) -> str:
@@ -115,7 +116,7 @@ def remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """(file system, path on it) for a URI: pyarrow's file systems first, then fsspec's."""
     scheme = uri.split("://", 1)[0].lower()
     try:
-        return pafs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
+        return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, ValueError):
         pass  # pyarrow was built without this file system, or does not know the scheme: try fsspec
     except (OSError, pa.ArrowException) as exc:
@@ -143,13 +144,7 @@ def expand_glob(location: Location) -> list[Location]:
     else:
         base = location.path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
         infos: Any = location.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        import fnmatch
-
         paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, location.path))
     if not paths:
         raise InputError("matches no file", path=location.text)
-    return [Location(p if location.fs is not None else p, p, location.fs) for p in paths]
-
-
-def local_path(location: Location) -> Path | None:
-    return Path(location.path) if location.fs is None else None
+    return [Location(p, p, location.fs) for p in paths]

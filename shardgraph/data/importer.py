@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Union
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,8 @@ from shardgraph.utils.npy import NpyAppender
 
 log = logging.getLogger(__name__)
 
+Source = str | Path | object  # an edge file (path or URI), or a Python object (see shardgraph.data.sources)
+Reader = EdgeFileReader | ObjectReader
 DEFAULT_RELATION = "edge"  # name of the single relation of two-column files
 MAX_LOCAL_ID = np.iinfo(EDGE_DTYPE).max
 
@@ -157,7 +158,7 @@ class _Relations:
         self.configs.append(rel)
         return self.index[name]
 
-    def ids_for(self, block: EdgeBlock, reader: EdgeFileReader) -> np.ndarray:
+    def ids_for(self, block: EdgeBlock, reader: Reader) -> np.ndarray:
         n = len(block)
         if block.rel is None:
             if self.declared:
@@ -183,7 +184,7 @@ class _Relations:
             mapping[i] = rel
         return mapping[encoded.indices.to_numpy(zero_copy_only=False)]
 
-    def check_types(self, block: EdgeBlock, rel_ids: np.ndarray, reader: EdgeFileReader) -> None:
+    def check_types(self, block: EdgeBlock, rel_ids: np.ndarray, reader: Reader) -> None:
         """With lhs_type/rhs_type columns, each edge's types must be the types of its relation."""
         for side in ("lhs", "rhs"):
             column = block.columns.get(f"{side}_type")
@@ -273,8 +274,6 @@ def _apply_partitions(config: Config, partitions: int | None) -> Config:
     return config.replace(entities=entities)
 
 
-Source = Union[str, Path, object]  # an edge file (path or URI), or a Python object (see shardgraph.data.sources)
-Reader = Union[EdgeFileReader, ObjectReader]
 
 
 def _source_list(sources: Source | Sequence[Source]) -> list[Source]:

@@ -327,8 +327,8 @@ class EdgeFileReader:
                     continue
                 arrays = {role: arrow_column(batch, names[c], c, row, pa.string(), self.roles, self.path)
                           for role, c in present}
-                attributes = {name: arrow_column(batch, names[c], c, row, pa.float32(), self.roles, self.path).to_numpy()
-                              for name, c in self.roles.attributes}
+                attributes = {name: arrow_column(batch, names[c], c, row, pa.float32(), self.roles, self.path)
+                              .to_numpy(zero_copy_only=False) for name, c in self.roles.attributes}
                 block = EdgeBlock(arrays, first_line=row, attributes=attributes)
                 check_block(block, self.roles, self.path, self.row_word, newline_forbidden=True)
                 row += batch.num_rows
