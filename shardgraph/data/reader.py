@@ -38,7 +38,8 @@ from shardgraph.data.sniff import (
 from shardgraph.errors import InputError
 from shardgraph.utils.kernels import kernels
 
-__all__ = ["ColumnRoles", "EdgeBlock", "EdgeFileReader", "arrow_column", "check_block", "collapse_blanks", "collapse_blanks_numpy"]
+__all__ = ["ColumnRoles", "EdgeBlock", "EdgeFileReader", "arrow_column", "check_block", "collapse_blanks",
+           "collapse_blanks_numpy"]
 
 
 @dataclass
