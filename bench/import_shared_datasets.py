@@ -134,7 +134,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             continue
         expected = f"{_count(r['expected_entities'])} entities, {_count(r['expected_edges'])} edges"
         if r["expected_relations"]:
-            expected += f", {r['expected_relations']} relations"
+            expected += f", {r['expected_relations']:,} relations"
         extra = [f"`{r['flags']}`"] if r["flags"] else []
         if r["attributes"]:
             extra.append("attributes: " + ", ".join(r["attributes"]))
