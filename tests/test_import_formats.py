@@ -130,6 +130,13 @@ def test_ambiguous_delimiter_asks_for_the_flag(tmp_path: Path) -> None:
     assert summary.detected[str(tmp_path / "g.txt")]["delimiter"] == "comma (given)"
 
 
+def test_suffix_breaks_a_tie(tmp_path: Path) -> None:
+    (tmp_path / "g.csv").write_text("a;x,b\nc;y,d\n")  # ';' and ',' both split every line in two
+    summary = import_edges([tmp_path / "g.csv"], tmp_path / "d", progress=False)
+    assert edges_of(tmp_path / "d") == {("a;x", "edge", "b"), ("c;y", "edge", "d")}
+    assert summary.detected[str(tmp_path / "g.csv")]["delimiter"] == "comma (detected)"
+
+
 def test_bad_line_after_detection_is_named(tmp_path: Path) -> None:
     (tmp_path / "g.txt").write_text("a b\nb c\n# note\nc\n")
     with pytest.raises(InputError, match=r"g.txt, line 4: has 1 field"):
