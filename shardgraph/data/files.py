@@ -121,17 +121,17 @@ def remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         pass  # pyarrow was built without this file system, or does not know the scheme: try fsspec
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot be reached through pyarrow's {scheme} file system: {exc}", path=uri) from None
-    package = FSSPEC_PACKAGES.get(scheme, f"the fsspec implementation of {scheme}://")
+    package = FSSPEC_PACKAGES.get(scheme)
+    needs = f"{package} (pip install {package.split()[0]})" if package else f"fsspec's support for {scheme}://"
     try:
         import fsspec
     except ModuleNotFoundError:
-        raise InputError(f"is a {scheme}:// path, which needs fsspec and {package} (pip install fsspec "
-                         f"{package.split()[0]}), or a pyarrow built with that file system", path=uri) from None
+        raise InputError(f"is on {scheme}://, which needs fsspec and {needs}, or a pyarrow built with that file "
+                         "system", path=uri) from None
     try:
         fs, path = fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as exc:
-        raise InputError(f"is a {scheme}:// path, which needs {package} (pip install {package.split()[0]}): {exc}",
-                         path=uri) from None
+        raise InputError(f"is on {scheme}://, which needs {needs}: {exc}", path=uri) from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 

@@ -4,7 +4,7 @@ Market included) and Parquet files or datasets, with pyarrow.
 The text path parses a block of whole lines at a time with pyarrow's CSV parser, so memory stays
 bounded by the block size; the layout (delimiter, comments, header, columns) comes from
 `shardgraph.data.sniff`. Comment lines are cut out of the few blocks that have any; runs of
-spaces and tabs are collapsed to one tab per block in numpy before parsing. When pyarrow
+spaces and tabs are collapsed to one tab per block before parsing (`shardgraph.data.textblocks`). When pyarrow
 rejects a block (a line with the wrong number of fields, bytes that are not UTF-8 ...), a slow
 line-by-line scan from that block on finds the exact line and field, and raises an InputError
 that names them.
@@ -35,11 +35,10 @@ from shardgraph.data.sniff import (
     sniff,
     split_line,
 )
+from shardgraph.data.textblocks import collapse_blanks, drop_comments, drop_lines
 from shardgraph.errors import InputError
-from shardgraph.utils.kernels import kernels
 
-__all__ = ["ColumnRoles", "EdgeBlock", "EdgeFileReader", "arrow_column", "check_block", "collapse_blanks",
-           "collapse_blanks_numpy"]
+__all__ = ["ColumnRoles", "EdgeBlock", "EdgeFileReader", "arrow_column", "check_block"]
 
 
 @dataclass
@@ -76,39 +75,6 @@ def detect_format(location: Location) -> str:
     if name.endswith((".parquet", ".pq")) or (not any(c in location.path for c in "*?[") and location.is_dir()):
         return "parquet"
     return "text"
-
-
-def collapse_blanks(chunk: bytes) -> bytes:
-    """Runs of spaces and tabs -> one tab; blanks at the start and end of lines removed.
-
-    One pass of a C loop (shardgraph/_kernels.c) where it was built, numpy otherwise."""
-    library = kernels()
-    if library is None:
-        return collapse_blanks_numpy(chunk)
-    source = np.frombuffer(chunk, dtype=np.uint8)
-    out = np.empty(len(chunk), dtype=np.uint8)
-    written = library.collapse_blanks(source.ctypes.data, len(chunk), out.ctypes.data)
-    return out[:written].tobytes()
-
-
-def collapse_blanks_numpy(chunk: bytes) -> bytes:
-    """collapse_blanks in numpy (a dozen passes over the block instead of one)."""
-    a = np.frombuffer(chunk, dtype=np.uint8)
-    blank = (a == 32) | (a == 9)
-    if not blank.any():
-        return chunk
-    after_break = np.empty_like(blank)
-    after_break[0] = True
-    after_break[1:] = blank[:-1] | (a[:-1] == 10)
-    keep = ~blank | ~after_break  # non-blanks, and the first blank of a run not at a line start
-    a, blank = a[keep], blank[keep]
-    before_break = np.empty_like(blank)
-    before_break[-1] = True
-    before_break[:-1] = (a[1:] == 10) | (a[1:] == 13)
-    keep = ~(blank & before_break)  # a blank right before a line end goes
-    out = a[keep]
-    out[blank[keep]] = 9
-    return out.tobytes()
 
 
 class EdgeFileReader:
@@ -241,7 +207,7 @@ class EdgeFileReader:
             for raw in self._line_blocks(stream):
                 chunk = raw
                 if to_skip:
-                    chunk, skipped = _drop_lines(chunk, to_skip)
+                    chunk, skipped = drop_lines(chunk, to_skip)
                     to_skip -= skipped
                     self._count_skipped(raw[: len(raw) - len(chunk)], comment_bytes)
                     line += skipped
@@ -251,7 +217,7 @@ class EdgeFileReader:
                 data = chunk
                 removed = 0
                 if comment_bytes and any(chunk.startswith(c) or b"\n" + c in chunk for c in comment_bytes):
-                    data, removed = _drop_comments(chunk, comment_bytes)
+                    data, removed = drop_comments(chunk, comment_bytes)
                     self.comment_lines += removed
                 if collapse:
                     data = collapse_blanks(data)
@@ -430,22 +396,3 @@ def check_block(block: EdgeBlock, roles: ColumnRoles, where: str, row_word: str,
                 bad = int(np.flatnonzero(has_newline.to_numpy(zero_copy_only=False))[0])
                 raise InputError("contains a line break, which ids may not", path=where, line=block.line(bad),
                                  field=roles.name_of(column), row_word=row_word)
-
-
-def _drop_lines(chunk: bytes, count: int) -> tuple[bytes, int]:
-    """The chunk without its first `count` lines, and how many lines that was (fewer at its end)."""
-    position = 0
-    for dropped in range(count):
-        cut = chunk.find(b"\n", position)
-        if cut < 0:
-            return b"", dropped + (position < len(chunk))
-        position = cut + 1
-    return chunk[position:], count
-
-
-def _drop_comments(chunk: bytes, comment_bytes: list[bytes]) -> tuple[bytes, int]:
-    """The chunk without its comment lines, and how many there were."""
-    prefixes = tuple(comment_bytes)
-    lines = chunk.split(b"\n")
-    kept = [line for line in lines if not line.startswith(prefixes)]
-    return b"\n".join(kept), len(lines) - len(kept)
