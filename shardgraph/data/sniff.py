@@ -9,7 +9,6 @@ recognised by their `%%MatrixMarket` banner.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,10 +66,10 @@ def split_line(line: str, delimiter: str) -> list[str]:
 
 def is_number(text: str) -> bool:
     try:
-        value = float(text)
+        float(text)
     except ValueError:
         return False
-    return not math.isnan(value) or text.strip().lower() == "nan"
+    return True
 
 
 def looks_decimal(text: str) -> bool:
