@@ -46,13 +46,20 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _setup_import(p: argparse.ArgumentParser) -> None:
-    p.add_argument("edges", nargs="+", help="training edge files (TSV/CSV, plain or .gz, or Parquet)")
+    p.add_argument("edges", nargs="+", help="training edge files: delimited text (plain, gz, bz2, xz, zstd), Matrix "
+                   "Market .mtx, Parquet files, directories or globs; local paths or s3:// gs:// hdfs:// URIs")
     p.add_argument("--out", required=True, help="dataset directory to create")
     p.add_argument("--valid", action="append", default=[], metavar="FILE", help="validation edges (repeatable)")
     p.add_argument("--test", action="append", default=[], metavar="FILE", help="test edges (repeatable)")
-    p.add_argument("--format", choices=["auto", "tsv", "csv", "parquet"], help="file format (default: by suffix)")
-    p.add_argument("--columns", help="column roles, e.g. lhs,rel,rhs or lhs,rhs ('-' skips a column)")
-    p.add_argument("--header", action="store_true", default=None, help="skip the first line of TSV/CSV files")
+    p.add_argument("--format", choices=["auto", "text", "tsv", "csv", "parquet"],
+                   help="file format (default: Parquet by suffix or for a directory, else text)")
+    p.add_argument("--columns", help="column roles, e.g. lhs,rel,rhs or lhs,rhs,weight ('-' skips a column), or by "
+                   "header name: src=lhs,dst=rhs,type=rel (default: from the header's names, else by width)")
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="the first line of text files is (or is not) a header (default: detected)")
+    p.add_argument("--delimiter", help="field delimiter of text files: tab, comma, semicolon, pipe, space, whitespace "
+                   "(runs of spaces/tabs) or one character (default: detected)")
+    p.add_argument("--comment", help="characters that start comment lines (default: '#%%'; '' = none)")
     p.add_argument("--partitions", type=int, help="partitions of each partitioned entity type")
     p.add_argument("--unseen", choices=["keep", "drop"],
                    help="entities seen only in valid/test: keep (default) or drop with their edges")
@@ -68,12 +75,14 @@ def _import(args: argparse.Namespace) -> int:
 
     summary = import_edges(
         args.edges, args.out, config=load_args_config(args), valid=args.valid, test=args.test,
-        format=args.format, columns=args.columns, header=args.header, partitions=args.partitions,
+        format=args.format, columns=args.columns, header=args.header, delimiter=args.delimiter,
+        comment=args.comment, partitions=args.partitions,
         unseen=args.unseen, overwrite=args.overwrite, progress=not (args.no_progress or args.json),
     )
     payload = summary.to_dict()
     payload = {k: payload[k] for k in ("entities", "relations", "edges", "partitions", "seconds", "peak_rss_mb",
-                                       "unseen_entities", "dropped_edges", "path")}
+                                       "unseen_entities", "dropped_edges", "edge_attributes", "comment_lines",
+                                       "blank_lines", "detected", "path")}
     emit(args, payload, summary.line())
     return 0
 

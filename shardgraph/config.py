@@ -100,11 +100,17 @@ class DataConfig:
     """Where the data is and how edge files are read by `shardgraph import`."""
 
     dataset: str = opt("", "dataset directory written by `shardgraph import` (used by train/eval)")
-    format: str = opt("auto", "edge file format: auto (from the suffix), tsv, csv, parquet",
-                      one_of("auto", "tsv", "csv", "parquet"))
-    columns: str = opt("auto", "roles of the file's columns, e.g. lhs,rel,rhs or lhs,rhs ('-' skips a column); "
-                       "auto = lhs,rel,rhs for 3 columns, lhs,rhs for 2")
-    header: bool = opt(False, "the first line of each TSV/CSV file is a header to skip")
+    format: str = opt("auto", "edge file format: auto (Parquet by suffix or for a directory; Matrix Market by its "
+                      "banner; otherwise delimited text), text, tsv, csv, parquet",
+                      one_of("auto", "text", "tsv", "csv", "parquet"))
+    columns: str = opt("auto", "roles of the file's columns, e.g. lhs,rel,rhs or lhs,rhs,weight ('-' skips a "
+                       "column), or by header name: src=lhs,dst=rhs,type=rel; auto = from the header's names, "
+                       "else lhs,rel,rhs for 3 columns and lhs,rhs for 2")
+    header: str = opt("auto", "whether the first line of each text file is a header: auto (detected), true, false",
+                      one_of("auto", "true", "false"))
+    delimiter: str = opt("auto", "field delimiter of text files: auto (detected), tab, comma, semicolon, pipe, "
+                         "space, whitespace (runs of spaces/tabs) or one character")
+    comment: str = opt("#%", "lines of text files starting with any of these characters are comments; '' = none")
     unseen: str = opt("keep", "entities seen only in valid/test: keep them, or drop them with their edges",
                       one_of("keep", "drop"))
     block_mb: int = opt(2, "size of the read buffer in MiB (memory is bounded by it and the dictionaries)",

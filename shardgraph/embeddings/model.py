@@ -337,6 +337,25 @@ class EmbeddingModel:
             best_scores = -best_scores  # report distances for l2
         return best_scores.numpy(), best_ids.numpy()
 
+    # ------------------------------------------------------------------ other libraries
+    def to_pandas(self, entity_type: str | None = None) -> Any:
+        """Embeddings as a pandas DataFrame indexed by id; see shardgraph.embeddings.interop."""
+        from shardgraph.embeddings.interop import to_pandas
+
+        return to_pandas(self, entity_type)
+
+    def to_pyg(self, num_nodes: int | dict[str, int] | None = None) -> Any:
+        """Embeddings as `x` of a PyTorch Geometric Data / HeteroData, in node order."""
+        from shardgraph.embeddings.interop import to_pyg
+
+        return to_pyg(self, num_nodes)
+
+    def to_keyed_vectors(self, entity_type: str | None = None) -> Any:
+        """Embeddings as gensim KeyedVectors, built in memory."""
+        from shardgraph.embeddings.interop import to_keyed_vectors
+
+        return to_keyed_vectors(self, entity_type)
+
     def embed_new(self, edges: str | Path | Sequence[tuple[str, str, str]], **options: Any) -> dict[str, Any]:
         """Embeddings for entities absent from training, from their edges to known entities
         (fold-in: only the new rows are optimised, the trained model is frozen). Returns
