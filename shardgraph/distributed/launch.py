@@ -8,8 +8,9 @@ trainers on one machine, a shared filesystem across machines). Buckets are hande
 lock service over the c10d store (shardgraph.distributed.scheduler); partitions pass from
 trainer to trainer through versioned files in the run directory; relation parameters are
 synced through the store after every bucket, unpartitioned entity types averaged with an
-all-reduce (gloo) at every epoch end; rank 0 writes the checkpoint of each epoch. When torchrun restarts the group after a
-failure (--max-restarts), every trainer resumes from the last complete checkpoint.
+all-reduce (gloo) at every epoch end; rank 0 writes the checkpoint of each epoch. When
+torchrun restarts the group after a failure (--max-restarts), every trainer resumes from the
+last complete checkpoint.
 """
 
 from __future__ import annotations

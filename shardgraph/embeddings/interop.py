@@ -28,9 +28,9 @@ def _require(module: str, package: str) -> Any:
 
 def all_vectors(model: EmbeddingModel, entity_type: str | None = None) -> tuple[pa.Array, np.ndarray]:
     """(string ids (N,), embeddings (N, D) float32) of every entity of a type, in global id order."""
-    spec = model._type(entity_type)
+    spec = model.entity_spec(entity_type)
     names = model.index(spec.name).names
-    blocks = [vectors.numpy() for _, vectors in model._blocks(spec)]
+    blocks = [vectors.numpy() for _, vectors in model.blocks(spec)]
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, spec.dim), np.float32)
     return names, vectors.astype(np.float32, copy=False)
 
