@@ -61,6 +61,11 @@ def test_known_edges_of_umls_in_four_partitions(tmp_path: Path, umls: dict[str, 
                  progress=False)
     dataset = Dataset(tmp_path / "ds")
     _check(dataset)
+    # ids beyond the dataset (entities added after training, embed-new) have no known edges
+    index = load_known_edges(dataset, "rhs")
+    count = dataset.entity_types["entity"].count
+    rows, _ = index.lookup(np.array([count, count + 5, 0]), np.array([0, 1, 0]))
+    assert set(rows.tolist()) <= {2}
     # kept, and rebuilt only when the edges change
     meta = known_directory(dataset) / "meta.json"
     built = meta.stat().st_mtime_ns

@@ -66,6 +66,8 @@ class KnownEdges:
         bucket = self._bucket_index(known, rel)
         found_rows, found_other = [], []
         for p in np.unique(bucket):
+            if p >= len(self._keys):  # ids beyond the dataset (entities added after training): no known edges
+                continue
             rows = np.flatnonzero(bucket == p)
             sorted_keys, other = self._keys[int(p)], self._other[int(p)]
             lo = np.searchsorted(sorted_keys, keys[rows], side="left")
