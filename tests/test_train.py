@@ -17,11 +17,12 @@ import torch
 from shardgraph.config import Config, load_config
 from shardgraph.data.dataset import Dataset
 from shardgraph.data.importer import import_edges
-from shardgraph.errors import CheckpointError, TrainingError
+from shardgraph.errors import CheckpointError, ShardgraphError, TrainingError
 from shardgraph.eval.evaluate import evaluate
 from shardgraph.storage.checkpoint import CheckpointStore
 from shardgraph.storage.run import TrainedRun, create_run
 from shardgraph.training.trainer import train
+from shardgraph.utils.lock import exclusive
 from tests.conftest import REPO, kg_files, shm_segments_held, shm_segments_of, write_lines
 
 KG_CONFIG = [
@@ -321,3 +322,28 @@ def test_worker_shares_cover_the_bucket_and_chunks_span_it(edges: int, shares: i
     if edges > 1000:
         # a chunk holding k random blocks spans about (k-1)/(k+1) of the file; one stretch would span chunk/edges
         assert min(spans) > 0.5, spans
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_stale(tmp_path: Path) -> None:
+    """Two trainings into one run directory: the second stops at once, naming the first (pid); after
+    the first is killed with SIGKILL its lock is gone and a resume proceeds. The same for imports."""
+    dataset = kg_dataset(tmp_path, "kinship", 1)
+    config = kg_config(dataset, "training.epochs=200", "training.workers=1")
+    proc = subprocess.Popen(_train_command(_write_config(tmp_path / "c.toml", config), tmp_path / "run"), cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (tmp_path / "run" / "metrics.jsonl").exists():
+            time.sleep(0.1)
+        assert proc.poll() is None
+        with pytest.raises(ShardgraphError, match=rf"being written by another training run \(pid {proc.pid} "):
+            train(config, run_dir=tmp_path / "run", resume=True, progress=False)
+    finally:
+        proc.kill()
+        proc.communicate()
+    train(kg_config(dataset, "training.epochs=1"), run_dir=tmp_path / "run", overwrite=True, progress=False)
+
+    files = kg_files("nations")
+    with exclusive(tmp_path / "imported", "import"), pytest.raises(ShardgraphError, match="being written by another"):
+        import_edges([files["train"]], tmp_path / "imported", progress=False)
+    import_edges([files["train"]], tmp_path / "imported", progress=False)

@@ -42,6 +42,7 @@ from shardgraph.data.reader import EdgeBlock, EdgeFileReader
 from shardgraph.data.sources import ObjectReader, config_for, is_edge_file
 from shardgraph.errors import ConfigError, InputError
 from shardgraph.utils.atomic import atomic_directory
+from shardgraph.utils.lock import exclusive
 from shardgraph.utils.memory import peak_rss_mb
 from shardgraph.utils.npy import NpyAppender
 
@@ -341,7 +342,7 @@ def import_edges(
     attributes = _attribute_names(readers)
 
     num_partitions = max(e.partitions for e in config.entities.values())
-    with atomic_directory(out, overwrite=overwrite) as root:
+    with exclusive(out, "import"), atomic_directory(out, overwrite=overwrite) as root:
         types = {name: _EntityType(name, e.partitions, root) for name, e in config.entities.items()}
         type_list = list(types.values())
         relations = _Relations(config)

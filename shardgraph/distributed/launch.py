@@ -15,6 +15,7 @@ last complete checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -33,6 +34,7 @@ from shardgraph.storage.buffer import PartitionBuffer
 from shardgraph.training.callbacks import BucketStats
 from shardgraph.training.trainer import Run, Trainer, default_run_dir
 from shardgraph.training.worker import bucket_partitions
+from shardgraph.utils.lock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,7 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
     if not dist.is_initialized():
         dist.init_process_group(backend, store=dist.PrefixStore("pg/", attempt), rank=rank, world_size=world_size,
                                 timeout=timedelta(minutes=60))
+    lock = contextlib.ExitStack()
     try:
         store = dist.PrefixStore("scheduler/", attempt)
         data = Dataset(config.data.dataset)
@@ -191,6 +194,7 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         error: BaseException | None = None
         if rank == 0:
             try:
+                lock.enter_context(exclusive(path, "training run"))  # rank 0 writes for the group
                 trainer = _make_trainer(config, data, path, store, env, barrier, progress, **trainer_args)
             except BaseException as exc:  # tell the others, then fail
                 error = exc
@@ -214,6 +218,7 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         dist.barrier()
         return run
     finally:
+        lock.close()
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -55,6 +55,7 @@ from shardgraph.training.worker import (
     train_task,
 )
 from shardgraph.utils.atomic import atomic_write_text, raise_if_interrupted, terminate_as_interrupt
+from shardgraph.utils.lock import exclusive
 from shardgraph.utils.memory import PeakMemory
 
 log = logging.getLogger("shardgraph.train")
@@ -402,9 +403,10 @@ def train(config: Config | str | Path, *, dataset: str | Path | None = None, run
         raise ConfigError("No dataset: set data.dataset in the config or pass --dataset.")
     data = Dataset(config.data.dataset)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    trainer = Trainer(config, data, path, resume=resume, overwrite=overwrite, callbacks=callbacks,
-                      progress=progress, scheduler=scheduler)
-    return trainer.run()
+    with exclusive(path, "training run"):
+        trainer = Trainer(config, data, path, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                          progress=progress, scheduler=scheduler)
+        return trainer.run()
 
 
 def _with_dataset(config: Config, dataset: str) -> Any:
