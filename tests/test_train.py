@@ -341,7 +341,9 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_stale(tmp_path: Path
     finally:
         proc.kill()
         proc.communicate()
+    assert (tmp_path / ".run.lock").exists(), "kill -9 leaves its lock file (stale: its flock is gone)"
     train(kg_config(dataset, "training.epochs=1"), run_dir=tmp_path / "run", overwrite=True, progress=False)
+    assert not (tmp_path / ".run.lock").exists(), "a finished command removes its lock file"
 
     files = kg_files("nations")
     with exclusive(tmp_path / "imported", "import"), pytest.raises(ShardgraphError, match="being written by another"):

@@ -1,10 +1,10 @@
 """One writer per output: a lock beside a run or dataset directory, held while a command writes it.
 
 The lock is an flock(2) on `.<name>.lock` in the parent directory (beside, not inside, so that
---overwrite can remove and recreate the directory while holding it). The kernel releases it when
-the holder exits, however it exits (kill -9 included): a lock file left behind by a dead process is
-stale and simply taken again. The file records the holder's pid, host and command, for the message
-a second writer gets.
+--overwrite can remove and recreate the directory while holding it). The holder removes the file
+when it is done; the kernel releases the flock when the holder exits, however it exits (kill -9
+included), so a lock file left behind by a dead process is stale and simply taken again. The file
+records the holder's pid, host and command, for the message a second writer gets.
 """
 
 from __future__ import annotations
@@ -32,23 +32,38 @@ def exclusive(path: str | Path, what: str) -> Iterator[None]:
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = lock_file(path)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(lock, path, what)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            raise ShardgraphError(
-                f"{path} is being written by another {what} (pid {holder.get('pid', '?')} on host "
-                f"{holder.get('host', '?')}, since {holder.get('since', '?')}: {holder.get('command', '?')}). "
-                "Wait for it to finish or stop it; two writers would corrupt it.") from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                                  "command": " ".join(sys.argv)[:300]}).encode())
         yield
     finally:
-        os.close(fd)  # releases the flock; the file stays (removing it would race with a waiting writer)
+        with contextlib.suppress(OSError):
+            lock.unlink()  # still held: a process that opened it meanwhile finds it unlinked and retries
+        os.close(fd)
+
+
+def _acquire(lock: Path, path: Path, what: str) -> int:
+    """An fd holding the flock of the file now at `lock` (not of one unlinked by its last holder)."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise ShardgraphError(
+                f"{path} is being written by another {what} (pid {holder.get('pid', '?')} on host "
+                f"{holder.get('host', '?')}, since {holder.get('since', '?')}: {holder.get('command', '?')}). "
+                "Wait for it to finish or stop it; two writers would corrupt it.") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> dict[str, str]:
