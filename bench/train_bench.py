@@ -19,8 +19,8 @@ sampled every 0.1 s for both tools (bench.common.TreeSampler).
 
 Quality, raw ranking of each test edge, both ends, labelled by protocol: `mrr_partition` /
 `hits@10_partition` against all entities of the true end's partition (PBG's all_negs protocol,
-the only full ranking PBG offers; the same as all entities when P = 1): compare the tools on
-these; `mrr_all_entities` / `hits@10_all_entities` (shardgraph only) against every entity.
+the only full ranking PBG offers; the same as all entities when P = 1, ranked once then): compare
+the tools on these; `mrr_all_entities` / `hits@10_all_entities` (shardgraph only) against every entity.
 `loadavg` is the 1-minute load when training started: the machine may be shared.
 """
 
@@ -51,8 +51,9 @@ def run_shardgraph(graph: dict[str, Path], workdir: Path, partitions: int, corre
     everything = run_measured([PYTHON, "-m", "shardgraph", "eval", str(run_dir), "--split", "test", "--raw",
                                "--json"])
     all_entities = last_json(everything["stdout"])
-    per_partition = last_json(run_measured([PYTHON, "-m", "shardgraph", "eval", str(run_dir), "--split", "test",
-                                            "--raw", "--negatives", "partition", "--json"])["stdout"])
+    per_partition = all_entities if partitions == 1 else \
+        last_json(run_measured([PYTHON, "-m", "shardgraph", "eval", str(run_dir), "--split", "test", "--raw",
+                                "--negatives", "partition", "--json"])["stdout"])
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.rmtree(dataset, ignore_errors=True)
     return {"sampling_correction": correction, "edges_per_sec": round(result["edges"] / trained["seconds"], 1),
