@@ -141,21 +141,3 @@ def pbg_python() -> Path:
 
 def machine_load() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def pbg_config(entity_path: Path, edge_paths: list[Path], checkpoint_path: Path, partitions: int, dim: int,
-               **options: object) -> str:
-    """The text of a PyTorch-BigGraph config file (one entity type `node`, one relation `r0`)."""
-    fields = {
-        "entity_path": str(entity_path),
-        "edge_paths": [str(p) for p in edge_paths],
-        "checkpoint_path": str(checkpoint_path),
-        "entities": {"node": {"num_partitions": partitions}},
-        "relations": [{"name": "r0", "lhs": "node", "rhs": "node", "operator": "none"}],
-        "dynamic_relations": False,
-        "dimension": dim,
-        "global_emb": False,
-        **options,
-    }
-    body = ",\n        ".join(f"{key}={value!r}" for key, value in fields.items())
-    return f"def get_torchbiggraph_config():\n    return dict(\n        {body},\n    )\n"
