@@ -1,6 +1,7 @@
 """Embeddings for new nodes: fold-in quality on FB15k-237.
 
     python -m bench.fold_in_bench [--holdout 0.1] [--config configs/fb15k237.toml] [--epochs N]
+                                  [--data data/fb15k-237 (train/valid/test.txt[.gz]; a quick run: tests/data/umls)]
 
 10% of the entities (seeded) are held out of training entirely: every training edge that
 touches one is removed. The shipped config trains on the rest; the held-out entities are
@@ -105,18 +106,21 @@ def main() -> None:
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    train, valid, test = (read(args.data / f"{s}.txt.gz") for s in ("train", "valid", "test"))
+    train, valid, test = (read(next(p for p in (args.data / f"{s}.txt.gz", args.data / f"{s}.txt") if p.exists()))
+                          for s in ("train", "valid", "test"))
     entities = sorted({e for s, _, o in train + valid + test for e in (s, o)})
     rng = np.random.default_rng(args.seed)
     held = set(rng.choice(entities, size=int(len(entities) * args.holdout), replace=False).tolist())
     kept_train = [e for e in train if e[0] not in held and e[2] not in held]
-    fold_edges = [e for e in train if (e[0] in held) != (e[2] in held)]
+    relations = {r for _, r, _ in kept_train}  # the partial model knows no other relation (small graphs)
+    fold_edges = [e for e in train if (e[0] in held) != (e[2] in held) and e[1] in relations]
     trained_entities = {x for s, _, o in kept_train for x in (s, o)}
     folded_entities = {x for s, _, o in fold_edges for x in (s, o)} & held
 
     def testable(edge: tuple[str, str, str]) -> bool:  # one end held out (and folded in), the other trained
-        s, _, o = edge
-        return (s in folded_entities and o in trained_entities) or (o in folded_entities and s in trained_entities)
+        s, r, o = edge
+        return r in relations and ((s in folded_entities and o in trained_entities)
+                                   or (o in folded_entities and s in trained_entities))
 
     held_test = [e for e in test if testable(e)]
     extra = [f"training.epochs={args.epochs}"] if args.epochs else []
@@ -147,7 +151,7 @@ def main() -> None:
     fold_result = rank_edges(folded, held_test, known, candidates)
     base_result = rank_edges(base, held_test, known, candidates)
     base_own = rank_edges(base, held_test, known, sorted(base_names))
-    setting = f"fb15k237_holdout{args.holdout}"
+    setting = f"{args.data.name}_holdout{args.holdout}"
     common = {"held_out_entities": len(held), "fold_in_edges": len(fold_edges), "test_edges": len(held_test),
               "candidates": len(candidates), "excluded_entities": len(base_names) - len(candidates)}
     emit({"bench": "fold_in", "tool": "shardgraph", "setting": f"{setting}_trained_normally",
