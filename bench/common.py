@@ -1,12 +1,14 @@
-"""Helpers shared by the benchmarks: timed runs with process-tree memory sampling, peers, graphs.
+"""Helpers of every benchmark: timed runs with process-tree memory sampling, the cached graphs, JSON lines.
 
-Memory is the peak over time of the summed PSS of a process and all its descendants
-(shared pages counted once), sampled every 0.1 s.
+Every tool, ours and the peer, is measured the same way: the command runs as a child process
+of the bench, wall time is taken around the process (start-up and imports included), and
+memory is the peak over time of the summed PSS (proportional set size: pages shared between
+processes counted once, split between them) of the process and all its descendants, sampled
+every SAMPLE_INTERVAL seconds by one TreeSampler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -18,15 +20,20 @@ from typing import Any
 
 import psutil
 
+from bench.graphs import GraphSpec, generate
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-PEERS = SHARED / "peers"
-PBG_VENV = Path(os.environ.get("PBG_VENV", "/tmp/peer-pbg/venv"))
 PYTHON = sys.executable
-GEN_GRAPH = PEERS / "pbg" / "gen_graph.py"
+PBG_VENV = Path(os.environ.get("PBG_VENV", REPO / ".peers" / "pbg"))
+"""The PyTorch-BigGraph peer's venv, made by `bash bench/peers/pbg.sh` (same variable, same default)."""
+PBG_SCRIPTS = REPO / "bench" / "peers" / "pbg"
+"""Our helper scripts that run inside the peer's venv."""
+SAMPLE_INTERVAL = 0.1
+"""Seconds between two memory samples, for every tool."""
 
 
 def pss_kb(pid: int) -> int:
+    """PSS of one process in KiB (0 once it is gone)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
@@ -38,32 +45,29 @@ def pss_kb(pid: int) -> int:
 
 
 class TreeSampler:
-    """Peak summed PSS and RSS of a process tree, sampled on a thread."""
+    """Peak over time of the summed PSS of some processes and all their descendants, sampled on a thread."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self.pid, self.interval = pid, interval
+    def __init__(self, pids: list[int], interval: float = SAMPLE_INTERVAL) -> None:
+        self.pids, self.interval = pids, interval
         self.peak_pss_kb = 0
-        self.peak_rss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self._stop.is_set():
+        roots = []
+        for pid in self.pids:
             try:
-                procs = [root, *root.children(recursive=True)]
+                roots.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
-                break
-            pss = rss = 0
-            for p in procs:
-                pss += pss_kb(p.pid)
-                with contextlib.suppress(psutil.Error):
-                    rss += p.memory_info().rss
-            self.peak_pss_kb = max(self.peak_pss_kb, pss)
-            self.peak_rss = max(self.peak_rss, rss)
+                continue
+        while not self._stop.is_set():
+            pids: set[int] = set()
+            for root in roots:
+                try:
+                    pids.update(p.pid for p in [root, *root.children(recursive=True)])
+                except psutil.NoSuchProcess:
+                    continue
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(pss_kb(pid) for pid in pids))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeSampler:
@@ -75,24 +79,31 @@ class TreeSampler:
         self._thread.join()
 
 
-def run_measured(cmd: list[str], log: Path | None = None, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> dict[str, Any]:
-    """Run a command; return wall seconds, peak PSS (MiB) of its process tree, stdout."""
+def run_group(commands: list[list[str]], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> dict[str, Any]:
+    """Start commands together; wall seconds until the last ends, peak summed PSS (MiB) of all, each stdout.
+
+    A failing command ends the bench with its stderr.
+    """
+    load_before = machine_load()
     started = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, cwd=cwd)
-    with TreeSampler(proc.pid) as sampler:
-        out, err = proc.communicate()
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **(env or {})}, cwd=cwd) for c in commands]
+    with TreeSampler([p.pid for p in procs]) as sampler:
+        outputs = [p.communicate() for p in procs]
     seconds = time.perf_counter() - started
-    if log is not None:
-        log.write_text(out + "\n--- stderr ---\n" + err)
-    if proc.returncode != 0:
-        sys.stderr.write(err[-3000:])
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+    for cmd, p, (_, err) in zip(commands, procs, outputs, strict=True):
+        if p.returncode != 0:
+            sys.stderr.write(err[-3000:])
+            raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}")
     return {"seconds": round(seconds, 2), "peak_mem_mb": round(sampler.peak_pss_kb / 1024, 1),
-            "peak_rss_mb": round(sampler.peak_rss / 2**20, 1), "stdout": out, "stderr": err,
-            "loadavg_before": round(load_before, 2)}
+            "stdouts": [out for out, _ in outputs], "loadavg_before": load_before}
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
+    """Run one command; wall seconds, peak summed PSS (MiB) of its process tree, its stdout."""
+    result = run_group([cmd], env, cwd)
+    return {**result, "stdout": result["stdouts"][0]}
 
 
 def last_json(text: str) -> dict[str, Any]:
@@ -109,45 +120,24 @@ def emit(record: dict[str, Any]) -> None:
 
 
 def generated_graph(workdir: Path, nodes: int, edges: int, seed: int = 0, holdout: float = 0.0) -> dict[str, Path]:
-    """The peers' power-law graph generator (same file for every tool); cached in workdir."""
-    stem = workdir / f"g_{nodes}_{edges}_{seed}"
-    if holdout > 0:
-        train, test = Path(f"{stem}_train.tsv"), Path(f"{stem}_test.tsv")
-        if not train.exists():
-            subprocess.run([PYTHON, str(GEN_GRAPH), "--nodes", str(nodes), "--edges", str(edges), "--seed",
-                            str(seed), "--out", f"{stem}.tsv", "--holdout", str(holdout)], check=True)
-        return {"train": train, "test": test}
-    path = Path(f"{stem}.tsv")
-    if not path.exists():
-        subprocess.run([PYTHON, str(GEN_GRAPH), "--nodes", str(nodes), "--edges", str(edges), "--seed",
-                        str(seed), "--out", str(path)], check=True)
-    return {"train": path}
+    """The benches' power-law graph (bench/graphs.py), generated once and cached in workdir.
+
+    Returns {"train": path} or, with a holdout, {"train": path, "test": path}. Not timed.
+    """
+    stem = workdir / (f"graph_{nodes}n_{edges}e_seed{seed}" + (f"_holdout{holdout}" if holdout > 0 else ""))
+    paths = {"train": Path(f"{stem}_train.tsv"), "test": Path(f"{stem}_test.tsv")} if holdout > 0 else \
+        {"train": Path(f"{stem}.tsv")}
+    if not all(p.exists() for p in paths.values()):
+        generate(GraphSpec(nodes, edges, seed), Path(f"{stem}.tsv"), holdout)
+    return paths
 
 
 def pbg_python() -> Path:
     python = PBG_VENV / "bin" / "python"
     if not python.exists():
-        raise SystemExit(f"PyTorch-BigGraph is not installed: run {PEERS / 'pbg' / 'install.sh'} first")
+        raise SystemExit(f"PyTorch-BigGraph is not installed in {PBG_VENV}: run `bash bench/peers/pbg.sh` first")
     return python
 
 
 def machine_load() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def pbg_config(entity_path: Path, edge_paths: list[Path], checkpoint_path: Path, partitions: int, dim: int,
-               **options: object) -> str:
-    """The text of a PyTorch-BigGraph config file (one entity type `node`, one relation `r0`)."""
-    fields = {
-        "entity_path": str(entity_path),
-        "edge_paths": [str(p) for p in edge_paths],
-        "checkpoint_path": str(checkpoint_path),
-        "entities": {"node": {"num_partitions": partitions}},
-        "relations": [{"name": "r0", "lhs": "node", "rhs": "node", "operator": "none"}],
-        "dynamic_relations": False,
-        "dimension": dim,
-        "global_emb": False,
-        **options,
-    }
-    body = ",\n        ".join(f"{key}={value!r}" for key, value in fields.items())
-    return f"def get_torchbiggraph_config():\n    return dict(\n        {body},\n    )\n"

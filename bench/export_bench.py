@@ -1,12 +1,18 @@
 """Export speed: shardgraph's writers vs PyTorch-BigGraph's export_to_tsv, on the same table.
 
-    python bench/export_bench.py [--rows 1000000] [--dim 100] [--formats tsv npy parquet h5 w2v]
+    python -m bench.export_bench [--rows 1000000] [--dim 100] [--formats tsv npy parquet h5 w2v]
 
 Builds a run directory holding a random (rows, dim) float32 table (through
 shardgraph.storage.run.create_run), exports it to every format, then exports the same table
 with PBG's torchbiggraph.converters.export_to_tsv (from a PBG checkpoint written with PBG's
-own storage code). Also reports the raw disk write speed (dd of the same number of bytes)
-for comparison with npy/parquet. One JSON line per tool and format.
+own storage code, in the peer's venv: `bash bench/peers/pbg.sh`). Also reports the raw disk
+write speed (dd of the same number of bytes, fsync included) for comparison with npy/parquet.
+One JSON line per tool and format.
+
+Timed (`seconds`): for shardgraph, the `export(...)` call in this process (reading the
+checkpoint, with its checksum verification, and writing the file); for PBG, the `make_tsv`
+call in its own process (reading its checkpoint and writing the TSV). Not timed: building the
+table, the run directory and PBG's checkpoint, process start-up and imports. No memory figure.
 """
 
 from __future__ import annotations

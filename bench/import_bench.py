@@ -3,12 +3,17 @@
     python -m bench.import_bench [--nodes 1000000] [--edges 10000000] [--partitions 1]
                                  [--delimiters tab,comma,semicolon,pipe,space,spaces] [--workdir /tmp/sg-bench]
 
-Generates a power-law graph with the peers' generator (cached), writes the same edges with
-every delimiter asked for (tab: the generator's file; comma: `.csv`; semicolon, pipe, a single
-space, and runs of spaces: `.txt`), then imports each with `shardgraph import FILE --out DIR`
-(no other flag: the delimiter is detected), and the tab file with PBG's importer (its own
-converter, batched edge writer: ../shared/peers/pbg/pbg_import_batched.py). Prints one JSON
-line per tool and delimiter.
+Generates (once, cached, not timed) a power-law graph with bench/graphs.py, writes the same edges
+with every delimiter asked for (tab: the generator's file; comma: `.csv`; semicolon, pipe, a single
+space, and runs of spaces: `.txt`), then imports each with `shardgraph import FILE --out DIR` (no
+other flag: the delimiter is detected), and the tab file with PBG's own converter
+(`torchbiggraph_import_from_tsv`'s code with a batched edge writer: bench/peers/pbg/import_batched.py;
+PBG 1.0.0 as shipped appends one edge at a time, about 2k edges/s). Both write a partitioned dataset.
+
+Timed (`seconds`, `edges_per_sec`): the wall time of each importer's process, interpreter
+start-up and imports included. `import_s` is shardgraph's own figure for the import proper.
+`peak_mem_mb`: peak summed PSS of the process tree, sampled every 0.1 s (bench.common.TreeSampler).
+One JSON line per tool and delimiter; `loadavg` is the 1-minute load when the import started.
 """
 
 from __future__ import annotations
@@ -17,17 +22,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from bench.common import (
-    PEERS,
-    PYTHON,
-    emit,
-    generated_graph,
-    last_json,
-    machine_load,
-    pbg_config,
-    pbg_python,
-    run_measured,
-)
+from bench import pbg
+from bench.common import PYTHON, emit, generated_graph, last_json, run_measured
 
 # delimiter name -> (file suffix, bytes that replace each tab of the generator's file)
 DELIMITERS = {
@@ -73,14 +69,13 @@ def main() -> None:
         path = with_delimiter(graph, name)
         out = args.workdir / "import_sg"
         shutil.rmtree(out, ignore_errors=True)
-        load = machine_load()
         sg = run_measured([PYTHON, "-m", "shardgraph", "import", str(path), "--out", str(out), "--partitions",
                            str(args.partitions), "--json"])
         summary = last_json(sg["stdout"])
         emit({"bench": "import", "tool": "shardgraph", "setting": f"{setting}_{name}", "delimiter": name,
               "edges": summary["edges"]["train"], "entities": summary["entities"], "seconds": sg["seconds"],
               "edges_per_sec": round(summary["edges"]["train"] / sg["seconds"], 1),
-              "peak_mem_mb": sg["peak_mem_mb"], "import_s": summary["seconds"], "loadavg": load})
+              "peak_mem_mb": sg["peak_mem_mb"], "import_s": summary["seconds"], "loadavg": sg["loadavg_before"]})
         shutil.rmtree(out, ignore_errors=True)
 
     if args.skip_pbg:
@@ -89,13 +84,12 @@ def main() -> None:
     shutil.rmtree(pbg_dir, ignore_errors=True)
     pbg_dir.mkdir()
     config = pbg_dir / "config.py"
-    config.write_text(pbg_config(pbg_dir / "data", [pbg_dir / "edges"], pbg_dir / "model", args.partitions, 100))
-    load = machine_load()
-    pbg = run_measured([str(pbg_python()), str(PEERS / "pbg" / "pbg_import_batched.py"), "--lhs-col=0",
-                        "--rel-col=1", "--rhs-col=2", str(config), str(graph)])
+    config.write_text(pbg.config_text(pbg_dir / "data", [pbg_dir / "edges"], pbg_dir / "model", args.partitions, 100))
+    measured = run_measured(pbg.import_command(config, graph))
     emit({"bench": "import", "tool": "pbg", "setting": f"{setting}_tab", "delimiter": "tab", "edges": args.edges,
-          "seconds": pbg["seconds"], "edges_per_sec": round(args.edges / pbg["seconds"], 1),
-          "peak_mem_mb": pbg["peak_mem_mb"], "loadavg": load})
+          "seconds": measured["seconds"],
+          "edges_per_sec": round(args.edges / measured["seconds"], 1), "peak_mem_mb": measured["peak_mem_mb"],
+          "loadavg": measured["loadavg_before"]})
     shutil.rmtree(pbg_dir, ignore_errors=True)
 
 

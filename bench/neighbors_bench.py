@@ -1,12 +1,17 @@
 """Nearest neighbours: recall@10 and latency of approximate indexes (HNSW, IVF) against exact search.
 
-    python bench/neighbors_bench.py [--nodes 1000000] [--edges 10000000] [--dim 100] [--queries 1000]
+    python -m bench.neighbors_bench [--nodes 1000000] [--edges 10000000] [--dim 100] [--queries 1000]
 
-The vectors are real embeddings: the peers' generated power-law graph with communities is
-imported and trained for one epoch (large-graph config). Then each index is built with
-`shardgraph index`'s code, recall@10 is measured on random entities against exact search
-(faiss flat, cosine), and latency is the time of one query through
-EmbeddingModel.neighbors (id lookup and names included), one query at a time.
+The vectors are real embeddings: the benches' generated power-law graph with communities
+(bench/graphs.py) is imported and trained for one epoch (large-graph config), once, cached in
+the workdir. Then each index is built with `shardgraph index`'s code, recall@10 is measured on
+random entities against exact search (cosine), shardgraph only (no peer).
+
+Timed, in this process: `ms_per_query`, one query at a time through EmbeddingModel.neighbors
+(id lookup, search and names included; one warm-up query first); `faiss_ms_per_query`, the
+index's raw search of one vector; `build_s`, building the index; `exact_batched`, the exact
+search of all queries in one call, per query. Not timed: generation, import, training, loading
+the model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Put on PYTHONPATH of the PyTorch-BigGraph peer by bench/scale_bench.py (its P=16 part).
+"""Put on the PYTHONPATH of PyTorch-BigGraph's importer by bench/pbg.py (small_chunks: scale_bench's P=16 part).
 
 PBG's edge importer writes each HDF5 dataset in chunks of 50 MiB (BufferedDataset.BUFFER_SIZE),
 and HDF5 allocates whole chunks: every bucket file takes ~157 MB on disk however few edges it
@@ -9,7 +9,7 @@ them with the same code.
 
 import sys
 
-if sys.argv and sys.argv[0].endswith(("pbg_import_batched.py", "torchbiggraph_import_from_tsv")):
+if sys.argv and sys.argv[0].endswith(("import_batched.py", "torchbiggraph_import_from_tsv")):
     import torchbiggraph.graph_storages
 
     torchbiggraph.graph_storages.BufferedDataset.BUFFER_SIZE = 1 << 16
