@@ -28,13 +28,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--chunk", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--orders", nargs="+", default=["sorted", "shuffled"], choices=["sorted", "shuffled"])
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = REPO / "data" / "fb15k-237"
     with gzip.open(data / "train.txt.gz", "rt") as f:
         lines = [line for line in f if line.strip()]
     orders = {"sorted": sorted(lines), "shuffled": random.Random(0).sample(lines, len(lines))}
-    for name, ordered in orders.items():
+    for name in args.orders:
+        ordered = orders[name]
         edges = args.workdir / f"train_{name}.tsv"
         edges.write_text("".join(ordered))
         dataset, run = args.workdir / f"data_{name}", args.workdir / f"run_{name}"

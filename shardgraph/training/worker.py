@@ -60,7 +60,8 @@ class BucketTask:
 
 
 BLOCKS_PER_SHARE = 64  # at least this many blocks per worker, so that each share spans the bucket
-MAX_BLOCK_EDGES = 1 << 16  # edges of a block: long enough to read sequentially
+BLOCKS_PER_CHUNK = 1024  # at least this many blocks in a chunk, so that it mixes many parts of the bucket
+MAX_BLOCK_EDGES = 1 << 12  # edges of a block: 48 KiB, still read sequentially
 
 
 def share_chunks(task: BucketTask, chunk_edges: int) -> list[list[tuple[int, int]]]:
@@ -69,7 +70,8 @@ def share_chunks(task: BucketTask, chunk_edges: int) -> list[list[tuple[int, int
     Every worker computes the same block permutation (seeded by the run's seed, the epoch and
     the bucket), so the shares are disjoint and cover the bucket.
     """
-    block = max(1, min(MAX_BLOCK_EDGES, task.edges // (task.shares * BLOCKS_PER_SHARE)))
+    block = max(1, min(MAX_BLOCK_EDGES, task.edges // (task.shares * BLOCKS_PER_SHARE),
+                        chunk_edges // BLOCKS_PER_CHUNK))
     blocks = -(-task.edges // block)
     rng = np.random.default_rng([task.seed, task.epoch, task.lhs, task.rhs, 0x5EED])
     mine = rng.permutation(blocks)[task.rank :: task.shares]
