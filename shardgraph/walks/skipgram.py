@@ -1,0 +1,35 @@
+"""Skip-gram (centre, context) pairs of a block of walks, within word2vec's (shrunk) window."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bool,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, context) node ids, each (M,) int64, of walks (B, L) (-1 after each walk's end).
+
+    Node j is a context of centre i in the same walk when 0 < |i - j| <= w_i, where w_i = window,
+    or with `shrink` (word2vec) w_i drawn uniformly from 1..window for every centre.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1. Got {window} instead.")
+    batch, length = walks.shape
+    if shrink:
+        reach = rng.integers(1, window + 1, size=(batch, length), dtype=np.int16)
+    else:
+        reach = np.full((batch, length), window, dtype=np.int16)
+    inside = np.arange(length)[None, :] < lengths[:, None]
+    centres: list[np.ndarray] = []
+    contexts: list[np.ndarray] = []
+    for distance in range(1, min(window, length - 1) + 1):
+        both = inside[:, distance:]  # positions i and i + distance are both in the walk
+        left, right = walks[:, :-distance], walks[:, distance:]
+        forward = both & (reach[:, :-distance] >= distance)  # centre i, context i + distance
+        backward = both & (reach[:, distance:] >= distance)  # centre i + distance, context i
+        centres += [left[forward], right[backward]]
+        contexts += [right[forward], left[backward]]
+    if not centres:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy()
+    return np.concatenate(centres), np.concatenate(contexts)
