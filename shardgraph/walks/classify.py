@@ -75,7 +75,7 @@ def classify_nodes(embeddings: np.ndarray, label_sets: Sequence[Sequence[str]], 
     for fraction in train_fractions:
         if not 0 < fraction < 1:
             raise ShardgraphError(f"--train-fraction must be in (0, 1). Got {fraction} instead.")
-        train_size = int(round(fraction * n))
+        train_size = round(fraction * n)
         if train_size < 1 or train_size >= n:
             raise ShardgraphError(f"train fraction {fraction} of {n} labelled nodes leaves no train or test node.")
         micro, macro = [], []

@@ -127,7 +127,9 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
         for block_index, block in enumerate(walker.blocks(w.walks_per_node)):
             walk_seconds += time.perf_counter() - block_started
             rng = np.random.default_rng([w.seed, block_index])
-            centre, context = window_pairs(block.walks, block.lengths, w.window, w.shrink_window, rng)
+            # one edge per pair of positions: the trainer learns both directions of every edge (dynamic relations)
+            centre, context = window_pairs(block.walks, block.lengths, w.window, w.shrink_window, rng,
+                                           both_directions=False)
             lhs_type, lhs_global = _entity_of(offsets, centre, num_types)
             rhs_type, rhs_global = _entity_of(offsets, context, num_types)
             lhs_part, lhs_local = _partition_of(type_info, lhs_type, lhs_global)
@@ -147,7 +149,7 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
                                     nodes=walker.num_nodes, walk_seconds=round(walk_seconds, 3),
                                     seconds=round(time.perf_counter() - started, 3))
         source = dataset.manifest
-        manifest = {
+        manifest: dict[str, Any] = {
             **{k: source[k] for k in ("format", "format_version", "shardgraph_version", "num_partitions",
                                       "entity_types", "dictionaries") if k in source},
             "created": source.get("created"),

@@ -6,11 +6,13 @@ import numpy as np
 
 
 def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bool,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator, both_directions: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(centre, context) node ids, each (M,) int64, of walks (B, L) (-1 after each walk's end).
 
     Node j is a context of centre i in the same walk when 0 < |i - j| <= w_i, where w_i = window,
-    or with `shrink` (word2vec) w_i drawn uniformly from 1..window for every centre.
+    or with `shrink` (word2vec) w_i drawn uniformly from 1..window for every centre. Without
+    `both_directions`, only the contexts after their centre (j > i) are kept: for a trainer that
+    learns both directions of every edge this is the same objective in expectation, at half the edges.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1. Got {window} instead.")
@@ -26,9 +28,12 @@ def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bo
         both = inside[:, distance:]  # positions i and i + distance are both in the walk
         left, right = walks[:, :-distance], walks[:, distance:]
         forward = both & (reach[:, :-distance] >= distance)  # centre i, context i + distance
-        backward = both & (reach[:, distance:] >= distance)  # centre i + distance, context i
-        centres += [left[forward], right[backward]]
-        contexts += [right[forward], left[backward]]
+        centres.append(left[forward])
+        contexts.append(right[forward])
+        if both_directions:
+            backward = both & (reach[:, distance:] >= distance)  # centre i + distance, context i
+            centres.append(right[backward])
+            contexts.append(left[backward])
     if not centres:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy()

@@ -165,7 +165,7 @@ class Walker:
         return lo + np.flatnonzero(degrees[lo:hi] > 0)
 
     def walks_per_round(self) -> int:
-        plans = self.metapaths or [None]
+        plans: list[Metapath | None] = list(self.metapaths) or [None]
         return sum(len(self.start_nodes(m)) for m in plans)
 
     def blocks(self, walks_per_node: int, epoch: int = 0) -> Iterator[WalkBlock]:
