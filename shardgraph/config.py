@@ -205,6 +205,8 @@ class WalksConfig:
     walk_length: int = opt(80, "nodes per walk", at_least(2))
     window: int = opt(10, "context window: nodes up to this far apart in a walk form a pair", at_least(1))
     shrink_window: bool = opt(True, "word2vec's shrunk window: each centre draws its window in 1..window")
+    sample: float = opt(1e-3, "word2vec's subsampling of frequent nodes (threshold, as gensim's sample); 0 = off",
+                        non_negative)
     p: float = opt(1.0, "node2vec return parameter (1/p = weight of going back)", positive)
     q: float = opt(1.0, "node2vec in-out parameter (1/q = weight of moving away)", positive)
     metapaths: tuple[str, ...] = opt(

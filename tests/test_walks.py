@@ -311,3 +311,22 @@ def test_forward_pairs_are_the_pairs_with_the_context_after_the_centre() -> None
                                    both_directions=False)
     expected = collections.Counter((walk[i], walk[j]) for i in range(6) for j in range(i + 1, min(6, i + 4)))
     assert collections.Counter(zip(centre.tolist(), context.tolist(), strict=True)) == expected
+
+
+def test_subsampling_keeps_frequent_nodes_as_word2vec_does() -> None:
+    from shardgraph.walks.skipgram import keep_probabilities, subsample
+
+    counts = np.array([0, 1, 10, 100_000])
+    keep = keep_probabilities(counts, 1e-3)
+    threshold = 1e-3 * counts.sum()
+    assert keep[0] == keep[1] == keep[2] == 1.0
+    assert keep[3] == pytest.approx((np.sqrt(100_000 / threshold) + 1) * threshold / 100_000)
+    walks = np.array([[3, 1, 3, 2, 3, -1], [3, 3, 3, 3, 3, 3]])
+    lengths = np.array([5, 6])
+    keep_half = np.array([1.0, 1.0, 1.0, 0.5])
+    out, new_lengths = subsample(walks, lengths, keep_half, np.random.default_rng(0))
+    draws = np.random.default_rng(0).random(walks.shape)
+    for row in range(2):  # naive: keep node v where the row's draw < keep[v], in order
+        expected = [v for v, u in zip(walks[row, : lengths[row]], draws[row], strict=False) if u < keep_half[v]]
+        assert out[row, : new_lengths[row]].tolist() == expected
+        assert (out[row, new_lengths[row] :] == -1).all()

@@ -30,8 +30,8 @@ from shardgraph.data.dataset import EDGE_DTYPE, MANIFEST, Dataset
 from shardgraph.data.importer import _Buckets
 from shardgraph.errors import ConfigError
 from shardgraph.utils.atomic import atomic_directory
-from shardgraph.walks.skipgram import window_pairs
-from shardgraph.walks.walker import Metapath, RelationEnds, Walker, WalkGraph, parse_metapath
+from shardgraph.walks.skipgram import keep_probabilities, subsample, window_pairs
+from shardgraph.walks.walker import Metapath, RelationEnds, WalkBlock, Walker, WalkGraph, parse_metapath
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,16 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
     num_partitions = dataset.num_partitions
     offsets = np.asarray(walker.type_offsets)
     total_walks = per_round * w.walks_per_node
-    walk_seconds = 0.0
+    walk_started = time.perf_counter()
+    keep = None
+    if w.sample > 0:  # a first pass counts the nodes' occurrences: the seeded walks come out the same twice
+        counts = np.zeros(walker.num_nodes, dtype=np.int64)
+        for block in walker.blocks(w.walks_per_node):
+            counts += np.bincount(block.walks[block.walks >= 0], minlength=walker.num_nodes)
+        keep = keep_probabilities(counts, w.sample)
+        log.info(f"subsampling frequent nodes (sample {w.sample:g}) keeps {float(keep @ counts) / counts.sum():.1%} "
+                 "of the walks' nodes")
+    walk_seconds = time.perf_counter() - walk_started
     pairs_total = 0
     per_relation = np.zeros(len(relations), dtype=np.int64)
     with atomic_directory(out, overwrite=overwrite) as root:
@@ -127,6 +136,8 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
         for block_index, block in enumerate(walker.blocks(w.walks_per_node)):
             walk_seconds += time.perf_counter() - block_started
             rng = np.random.default_rng([w.seed, block_index])
+            if keep is not None:
+                block = WalkBlock(*subsample(block.walks, block.lengths, keep, rng))
             # one edge per pair of positions: the trainer learns both directions of every edge (dynamic relations)
             centre, context = window_pairs(block.walks, block.lengths, w.window, w.shrink_window, rng,
                                            both_directions=False)

@@ -38,3 +38,27 @@ def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bo
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy()
     return np.concatenate(centres), np.concatenate(contexts)
+
+
+def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
+    """word2vec's subsampling of frequent nodes: (N,) probability of keeping an occurrence of each node,
+    min(1, (sqrt(f / t) + 1) * t / f) for a node seen f times in the walks, t = sample * all occurrences."""
+    threshold = sample * float(counts.sum())
+    keep = np.ones(len(counts), dtype=np.float64)
+    seen = counts > 0
+    frequency = counts[seen].astype(np.float64)
+    keep[seen] = np.minimum(1.0, (np.sqrt(frequency / threshold) + 1.0) * threshold / frequency)
+    return keep
+
+
+def subsample(walks: np.ndarray, lengths: np.ndarray, keep: np.ndarray,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Walks (B, L) with each occurrence of node v dropped with probability 1 - keep[v] (the others close
+    up, so windows reach further, as in word2vec); returns the new walks (-1 padded) and lengths (B,)."""
+    inside = walks >= 0
+    kept = inside & (rng.random(walks.shape) < keep[np.where(inside, walks, 0)])
+    order = np.argsort(~kept, axis=1, kind="stable")  # kept positions first, in walk order
+    out = np.take_along_axis(walks, order, axis=1)
+    new_lengths = kept.sum(axis=1)
+    out[np.arange(walks.shape[1])[None, :] >= new_lengths[:, None]] = -1
+    return out, new_lengths.astype(lengths.dtype)
