@@ -330,3 +330,24 @@ def test_subsampling_keeps_frequent_nodes_as_word2vec_does() -> None:
         expected = [v for v, u in zip(walks[row, : lengths[row]], draws[row], strict=False) if u < keep_half[v]]
         assert out[row, : new_lengths[row]].tolist() == expected
         assert (out[row, new_lengths[row] :] == -1).all()
+
+
+def test_walks_command_writes_the_corpus_that_train_would(tmp_path: Path) -> None:
+    from shardgraph.cli import main
+    from shardgraph.training.trainer import train
+
+    edges, _ = planted_communities(tmp_path, communities=2, size=20)
+    import_edges([edges], tmp_path / "g", progress=False)
+    config_path = Path(__file__).parent.parent / "configs" / "deepwalk.toml"
+    overrides = ["walks.walks_per_node=2", "walks.walk_length=10", "model.dimension=8", "training.workers=1"]
+    assert main(["walks", str(config_path), "--dataset", str(tmp_path / "g"), "--out", str(tmp_path / "corpus"),
+                 "--no-progress", *(x for o in overrides for x in ("-p", o))]) == 0
+    corpus = Dataset(tmp_path / "corpus")
+    config = load_config(config_path, [*overrides, f"data.dataset={tmp_path / 'g'}"])
+    train(config, run_dir=tmp_path / "run", progress=False)
+    built = Dataset(tmp_path / "run" / "walks")
+    assert corpus.manifest["walk_stats"]["pairs"] == built.manifest["walk_stats"]["pairs"] > 0
+    np.testing.assert_array_equal(corpus.bucket_edges("train", 0, 0), built.bucket_edges("train", 0, 0))
+    # a walk corpus trains as it is (distributed trainers get it this way)
+    trained = train(config, dataset=tmp_path / "corpus", run_dir=tmp_path / "run2", progress=False)
+    assert trained.edges == corpus.edge_count("train")

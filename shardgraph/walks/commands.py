@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shardgraph.cli import add_json, command, emit
+from shardgraph.cli import add_config_args, add_json, command, emit, load_args_config
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
@@ -36,4 +36,38 @@ def _eval_nodes(args: argparse.Namespace) -> int:
         lines.append(f"train {r['train_fraction']:.0%}: Micro-F1 {r['micro_f1']:.4f} ± {r['micro_f1_std']:.4f}  "
                      f"Macro-F1 {r['macro_f1']:.4f} ± {r['macro_f1_std']:.4f}  ({r['repeats']} splits)")
     emit(args, result, "\n".join(lines))
+    return 0
+
+
+def _setup_walks(p: argparse.ArgumentParser) -> None:
+    add_config_args(p, positional=True)
+    p.add_argument("--dataset", help="imported dataset directory (default: data.dataset of the config)")
+    p.add_argument("--out", required=True, help="directory of the walk corpus (a dataset of context edges)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(p)
+
+
+@command("walks", _setup_walks)
+def _walks(args: argparse.Namespace) -> int:
+    """Walk the graph and write the skip-gram pairs as a dataset (what `train` does first with [walks])."""
+    import dataclasses
+
+    from shardgraph.data.dataset import Dataset
+    from shardgraph.errors import ConfigError
+    from shardgraph.walks.corpus import build_walk_corpus
+
+    config = load_args_config(args)
+    if config.walks.method == "none":
+        raise ConfigError("walks.method is \"none\": set it to deepwalk, node2vec or metapath2vec.")
+    if args.dataset:
+        config = config.replace(data=dataclasses.replace(config.data, dataset=args.dataset))
+    if not config.data.dataset:
+        raise ConfigError("No dataset: set data.dataset in the config or pass --dataset.")
+    corpus = build_walk_corpus(config, Dataset(config.data.dataset), args.out, overwrite=args.overwrite,
+                               progress=not (args.no_progress or args.json))
+    stats = corpus.manifest["walk_stats"]
+    emit(args, stats | {"path": str(corpus.path)},
+         f"{stats['walks']:,} walks -> {stats['pairs']:,} pairs in {stats['seconds']:.1f} s "
+         f"({stats['isolated_nodes']:,} isolated nodes without walks) -> {corpus.path}")
     return 0

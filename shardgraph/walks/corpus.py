@@ -71,8 +71,10 @@ def context_relations(type_names: list[str]) -> list[tuple[str, str, str]]:
 
 def walk_key(config: Config, dataset: Dataset) -> dict[str, Any]:
     """What the walks depend on: a corpus built for the same key is reused (e.g. by --resume)."""
-    return {"source": str(dataset.path.resolve()), "source_created": dataset.manifest.get("created"),
-            "walks": dataclasses.asdict(config.walks)}
+    key = {"source": str(dataset.path.resolve()), "source_created": dataset.manifest.get("created"),
+           "walks": dataclasses.asdict(config.walks)}
+    result: dict[str, Any] = json.loads(json.dumps(key))  # as read back from a manifest (lists, not tuples)
+    return result
 
 
 def metapaths_of(config: Config, dataset: Dataset) -> list[Metapath]:
