@@ -159,34 +159,43 @@ def typed_dataset(tmp_path: Path) -> tuple[Path, list[tuple[str, str, str]]]:
     return tmp_path / "typed", edges
 
 
-def test_metapath_walks_never_leave_the_metapath(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "types", "steps", "min_length"), [
+    ("user-clicks-article-tagged-tag-tagged_rev-article-clicks_rev-user", ["user", "article", "tag", "article"],
+     [("clicks", False), ("tagged", False), ("tagged", True), ("clicks", True)], 5),
+    # follows joins users to users both ways: only the arcs along the relation may be taken
+    ("user-follows-user", ["user"], [("follows", False)], 1),
+    ("user-follows_rev-user", ["user"], [("follows", True)], 1),
+])
+def test_metapath_walks_never_leave_the_metapath(tmp_path: Path, text: str, types: list[str],
+                                                 steps: list[tuple[str, bool]], min_length: int) -> None:
+    from shardgraph.walks.corpus import metapaths_of
+
     dataset_path, edges = typed_dataset(tmp_path)
     dataset = Dataset(dataset_path)
     graph = load_csr(dataset)
     names = {t: dataset.all_entity_names(t) for t in dataset.entity_types}
     node_name = [(t, name) for t in dataset.entity_types for name in names[t]]
     edge_set = {(lhs, rel, rhs) for lhs, rel, rhs in edges}
-    from shardgraph.walks.corpus import metapaths_of
-
-    text = "user-clicks-article-tagged-tag-tagged_rev-article-clicks_rev-user"
     config = load_config(None, ["walks.method=metapath2vec", f"walks.metapaths=[\"{text}\"]"])
     metapath = metapaths_of(config, dataset)[0]
     walker = Walker(graph, walk_length=13, metapaths=[metapath], seed=1)
-    types = ["user", "article", "tag", "article"]
-    steps = [("clicks", False), ("tagged", False), ("tagged", True), ("clicks", True)]
-    walked = 0
+    walked = steps_taken = 0
     for block in walker.blocks(2):
         for walk, length in zip(block.walks, block.lengths, strict=True):
-            assert length >= 5  # every user with a click can go user-article-tag-article-user
+            assert length >= min_length
             for i in range(length):
-                assert node_name[walk[i]][0] == types[i % 4]
+                assert node_name[walk[i]][0] == types[i % len(types)]
             for i in range(length - 1):
-                relation, backwards = steps[i % 4]
+                relation, backwards = steps[i % len(steps)]
                 a, b = node_name[walk[i]][1], node_name[walk[i + 1]][1]
                 assert ((b, relation, a) if backwards else (a, relation, b)) in edge_set
+                steps_taken += 1
             walked += 1
-    clickers = {lhs for lhs, rel, _ in edges if rel == "clicks"}
-    assert walked == 2 * len(clickers)
+    ends = {"clicks": ("user", "article"), "follows": ("user", "user"), "tagged": ("article", "tag")}
+    starters = {node for lhs, rel, rhs in edges for node, entity_type in zip((lhs, rhs), ends[rel], strict=True)
+                if entity_type == types[0]}
+    assert walked == 2 * len(starters)  # every node of the first type with a neighbour starts walks
+    assert steps_taken > walked
 
 
 @pytest.mark.parametrize("metapath, message", [
@@ -351,3 +360,33 @@ def test_walks_command_writes_the_corpus_that_train_would(tmp_path: Path) -> Non
     # a walk corpus trains as it is (distributed trainers get it this way)
     trained = train(config, dataset=tmp_path / "corpus", run_dir=tmp_path / "run2", progress=False)
     assert trained.edges == corpus.edge_count("train")
+
+
+def test_the_corpus_holds_the_window_pairs_of_the_walks_in_the_right_buckets(tmp_path: Path) -> None:
+    from shardgraph.walks.corpus import build_walk_corpus, make_walker
+
+    dataset = Dataset(typed_dataset(tmp_path)[0])  # users in 2 partitions, articles and tags in 1
+    config = load_config(None, ["walks.method=metapath2vec", "walks.metapaths=[\"user-article-tag-article-user\"]",
+                                "walks.walks_per_node=2", "walks.walk_length=9", "walks.window=3",
+                                "walks.shrink_window=false", "walks.sample=0", "walks.block_walks=16"])
+    corpus = build_walk_corpus(config, dataset, tmp_path / "corpus", progress=False)
+    names = [(t, name) for t in dataset.entity_types for name in dataset.all_entity_names(t)]
+    expected: collections.Counter[tuple[tuple[str, str], tuple[str, str]]] = collections.Counter()
+    for block in make_walker(config, dataset).blocks(2):
+        for walk, length in zip(block.walks.tolist(), block.lengths.tolist(), strict=True):
+            for i in range(length):
+                for j in range(i + 1, min(length, i + 4)):
+                    expected[(names[walk[i]], names[walk[j]])] += 1
+    got: collections.Counter[tuple[tuple[str, str], tuple[str, str]]] = collections.Counter()
+    relations = {i: (r.lhs, r.rhs) for i, r in enumerate(corpus.relations)}
+
+    def name(entity_type: str, bucket_side: int, local: int) -> tuple[str, str]:
+        partition = bucket_side if corpus.partitions_of(entity_type) > 1 else 0
+        return entity_type, corpus.entity_names(entity_type, partition)[local]
+
+    for info, edges in corpus.iter_edges("train"):
+        for lhs, rel, rhs in np.asarray(edges).tolist():
+            lhs_type, rhs_type = relations[rel]
+            got[(name(lhs_type, info.lhs, lhs), name(rhs_type, info.rhs, rhs))] += 1
+    assert got == expected
+    assert corpus.num_partitions == 2 and len(corpus.buckets("train")) > 1
