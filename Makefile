@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: install test lint typecheck pytest demo bench-import clean
+.PHONY: install test lint typecheck pytest demo clean
 
 install: $(STAMP)
 

@@ -173,3 +173,30 @@ void softmax_blocks_f32(int64_t n, int64_t chunk, const float *pos, const int64_
         }
     }
 }
+
+/* Import of blank-separated edge files: runs of spaces and tabs become one tab, blanks at the
+ * start and at the end of a line are dropped, so pyarrow's CSV parser can read the block with a
+ * tab delimiter. Writes to out (at least n bytes) and returns the length written. One pass. */
+int64_t collapse_blanks(const uint8_t *in, int64_t n, uint8_t *out) {
+    int64_t written = 0;
+    int pending = 0;    /* a run of blanks was seen after a field */
+    int line_start = 1; /* no field yet on this line */
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t c = in[i];
+        if (c == ' ' || c == '\t') {
+            pending = !line_start;
+            continue;
+        }
+        if (c == '\n' || c == '\r') {
+            pending = 0;
+            line_start = c == '\n';
+        } else {
+            if (pending)
+                out[written++] = '\t';
+            pending = 0;
+            line_start = 0;
+        }
+        out[written++] = c;
+    }
+    return written;
+}

@@ -9,52 +9,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from shardgraph import __version__
+from shardgraph.commands import COMMANDS, add_config_args, add_json, command, emit, load_args_config
 from shardgraph.errors import ShardgraphError
 
 log = logging.getLogger("shardgraph")
-
-Handler = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
-
-
-def command(name: str, setup: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        COMMANDS[name] = (setup, handler)
-        return handler
-
-    return register
-
-
-def emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
-    """Print one JSON line (--json) or the human-readable text."""
-    if getattr(args, "json", False):
-        print(json.dumps(payload, default=str))
-    else:
-        print(human)
-
-
-def add_config_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
-    if positional:
-        parser.add_argument("config", nargs="?", help="TOML config file (defaults for every missing key)")
-    else:
-        parser.add_argument("--config", help="TOML config file (defaults for every missing key)")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config key (repeatable), e.g. -p training.lr=0.05")
-
-
-def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
-
-
-def load_args_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> Any:
-    from shardgraph.config import load_config
-
-    return load_config(args.config, [*args.param, *extra])
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -85,13 +46,20 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _setup_import(p: argparse.ArgumentParser) -> None:
-    p.add_argument("edges", nargs="+", help="training edge files (TSV/CSV, plain or .gz, or Parquet)")
+    p.add_argument("edges", nargs="+", help="training edge files: delimited text (plain, gz, bz2, xz, zstd), Matrix "
+                   "Market .mtx, Parquet files, directories or globs; local paths or s3:// gs:// hdfs:// URIs")
     p.add_argument("--out", required=True, help="dataset directory to create")
     p.add_argument("--valid", action="append", default=[], metavar="FILE", help="validation edges (repeatable)")
     p.add_argument("--test", action="append", default=[], metavar="FILE", help="test edges (repeatable)")
-    p.add_argument("--format", choices=["auto", "tsv", "csv", "parquet"], help="file format (default: by suffix)")
-    p.add_argument("--columns", help="column roles, e.g. lhs,rel,rhs or lhs,rhs ('-' skips a column)")
-    p.add_argument("--header", action="store_true", default=None, help="skip the first line of TSV/CSV files")
+    p.add_argument("--format", choices=["auto", "text", "tsv", "csv", "parquet"],
+                   help="file format (default: Parquet by suffix or for a directory, else text)")
+    p.add_argument("--columns", help="column roles, e.g. lhs,rel,rhs or lhs,rhs,weight ('-' skips a column), or by "
+                   "header name: src=lhs,dst=rhs,type=rel (default: from the header's names, else by width)")
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="the first line of text files is (or is not) a header (default: detected)")
+    p.add_argument("--delimiter", help="field delimiter of text files: tab, comma, semicolon, pipe, space, whitespace "
+                   "(runs of spaces/tabs) or one character (default: detected)")
+    p.add_argument("--comment", help="characters that start comment lines (default: '#%%'; '' = none)")
     p.add_argument("--partitions", type=int, help="partitions of each partitioned entity type")
     p.add_argument("--unseen", choices=["keep", "drop"],
                    help="entities seen only in valid/test: keep (default) or drop with their edges")
@@ -107,12 +75,14 @@ def _import(args: argparse.Namespace) -> int:
 
     summary = import_edges(
         args.edges, args.out, config=load_args_config(args), valid=args.valid, test=args.test,
-        format=args.format, columns=args.columns, header=args.header, partitions=args.partitions,
+        format=args.format, columns=args.columns, header=args.header, delimiter=args.delimiter,
+        comment=args.comment, partitions=args.partitions,
         unseen=args.unseen, overwrite=args.overwrite, progress=not (args.no_progress or args.json),
     )
     payload = summary.to_dict()
     payload = {k: payload[k] for k in ("entities", "relations", "edges", "partitions", "seconds", "peak_rss_mb",
-                                       "unseen_entities", "dropped_edges", "path")}
+                                       "unseen_entities", "dropped_edges", "edge_attributes", "comment_lines",
+                                       "blank_lines", "detected", "path")}
     emit(args, payload, summary.line())
     return 0
 

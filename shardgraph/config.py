@@ -100,11 +100,17 @@ class DataConfig:
     """Where the data is and how edge files are read by `shardgraph import`."""
 
     dataset: str = opt("", "dataset directory written by `shardgraph import` (used by train/eval)")
-    format: str = opt("auto", "edge file format: auto (from the suffix), tsv, csv, parquet",
-                      one_of("auto", "tsv", "csv", "parquet"))
-    columns: str = opt("auto", "roles of the file's columns, e.g. lhs,rel,rhs or lhs,rhs ('-' skips a column); "
-                       "auto = lhs,rel,rhs for 3 columns, lhs,rhs for 2")
-    header: bool = opt(False, "the first line of each TSV/CSV file is a header to skip")
+    format: str = opt("auto", "edge file format: auto (Parquet by suffix or for a directory; Matrix Market by its "
+                      "banner; otherwise delimited text), text, tsv, csv, parquet",
+                      one_of("auto", "text", "tsv", "csv", "parquet"))
+    columns: str = opt("auto", "roles of the file's columns, e.g. lhs,rel,rhs or lhs,rhs,weight ('-' skips a "
+                       "column), or by header name: src=lhs,dst=rhs,type=rel; auto = from the header's names, "
+                       "else lhs,rel,rhs for 3 columns and lhs,rhs for 2")
+    header: str = opt("auto", "whether the first line of each text file is a header: auto (detected), true, false",
+                      one_of("auto", "true", "false"))
+    delimiter: str = opt("auto", "field delimiter of text files: auto (detected), tab, comma, semicolon, pipe, "
+                         "space, whitespace (runs of spaces/tabs) or one character")
+    comment: str = opt("#%", "lines of text files starting with any of these characters are comments; '' = none")
     unseen: str = opt("keep", "entities seen only in valid/test: keep them, or drop them with their edges",
                       one_of("keep", "drop"))
     block_mb: int = opt(2, "size of the read buffer in MiB (memory is bounded by it and the dictionaries)",
@@ -185,9 +191,11 @@ class StorageConfig:
 class EvalConfig:
     """How `shardgraph eval` ranks: candidates, filtering, batch size."""
 
-    split: str = opt("test", "split to evaluate: valid or test", one_of("valid", "test"))
+    split: str = opt("test", "split to evaluate: valid, test or train", one_of("valid", "test", "train"))
     filtered: bool = opt(True, "filtered ranking: other true edges of train+valid+test are not counted")
     negatives: int = opt(0, "candidates per edge: 0 = all entities of the type, N = N sampled", non_negative)
+    candidates: str = opt("all", "with negatives = 0: all entities of the type, or only the true end's "
+                          "partition (PyTorch-BigGraph's all_negs protocol)", one_of("all", "partition"))
     batch_size: int = opt(512, "evaluation edges scored per matrix product", positive)
     max_edges: int = opt(0, "evaluate at most this many edges (a seeded sample); 0 = all", non_negative)
 
@@ -239,9 +247,6 @@ class Config:
     walks: WalksConfig = opt(WalksConfig(), "walks")
 
     # --------------------------------------------------------------- derived views
-    def relation_names(self) -> list[str]:
-        return [r.name for r in self.relations]
-
     def entity_dimension(self, entity_type: str) -> int:
         dim = self.entities[entity_type].dimension
         return dim if dim > 0 else self.model.dimension
@@ -385,6 +390,9 @@ def _check_consistency(config: Config) -> None:
     if t.sampling_correction and config.model.loss != "softmax":
         raise ConfigError(f"training.sampling_correction needs model.loss = \"softmax\". Got "
                           f"{config.model.loss!r} instead.")
+    if t.sampling_correction and t.all_negs:
+        raise ConfigError("training.sampling_correction corrects for sampled negatives; with training.all_negs = "
+                          "true every entity is a candidate and there is nothing to correct. Turn one of them off.")
     if config.storage.buffer_partitions == 1:
         raise ConfigError("storage.buffer_partitions must be 0 (all) or >= 2. Got 1 instead.")
     _check_walks(config.walks)

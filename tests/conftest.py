@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,3 +42,37 @@ def umls() -> dict[str, Path]:
 @pytest.fixture
 def kinship() -> dict[str, Path]:
     return kg_files("kinship")
+
+
+def require_kernels() -> None:
+    """Skip a test of the compiled kernels where they cannot be built (no C compiler); where a compiler
+    exists (CI has one) a missing build is a failure, not a skip."""
+    from shardgraph.utils.kernels import kernels
+
+    if kernels() is not None:
+        return
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) or os.environ.get("CI"):
+        pytest.fail(f"shardgraph._kernels is not built although a C compiler ({compiler}) is present: "
+                    "reinstall with `make install` and read the build log")
+    pytest.skip(f"shardgraph._kernels is not built and there is no C compiler ({compiler}) to build it")
+
+
+def shm_segments_of(pids: Iterable[int]) -> set[str]:
+    """Names of the /dev/shm segments that the processes map (torch's shared tensors are unlinked
+    at once, so they show only here, as "/dev/shm/torch_... (deleted)")."""
+    names: set[str] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                names.update(line.split("/dev/shm/", 1)[1].split()[0] for line in f if "/dev/shm/" in line)
+        except OSError:  # the process is gone
+            continue
+    return names
+
+
+def shm_segments_held(names: set[str]) -> set[str]:
+    """The segments among `names` that still exist: a file in /dev/shm, or mapped by any process."""
+    held = {name for name in names if (Path("/dev/shm") / name).exists()}
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    return held | (shm_segments_of(pids) & names)

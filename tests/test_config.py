@@ -44,10 +44,13 @@ def test_shipped_configs_load_and_validate(path: Path) -> None:
     ("training", r"An override must look like section\.key=value"),
     ("training.sampling_correction=true", r"training\.sampling_correction needs model\.loss = \"softmax\"\. Got "
                                           r"'ranking' instead\."),
+    ("training.all_negs=true", r"training\.sampling_correction corrects for sampled negatives; with "
+                               r"training\.all_negs = true"),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     extra = ["model.operator=complex_diagonal"] if "dimension" in override else []
     extra += ["model.loss=ranking"] if "sampling_correction" in override else []
+    extra += ["model.loss=softmax", "training.sampling_correction=true"] if "all_negs" in override else []
     with pytest.raises(ConfigError, match=message):
         load_config(None, [*extra, override])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -135,9 +136,19 @@ def test_losing_a_trainer_restarts_the_group_and_finishes(tmp_path: Path) -> Non
     time.sleep(0.5)  # in the middle of the next epoch
     trainers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "shardgraph" in " ".join(p.cmdline())]
     assert trainers, "no trainer process found"
-    trainers[-1].kill()  # kill -9 one trainer
+    victim = trainers[-1]
+    epoch_at_kill = json.loads(manifest.read_text())["epoch"]
+    assert proc.poll() is None and epoch_at_kill < 8, "the run ended before the kill"
+    victim.kill()  # kill -9 one trainer
+    psutil.wait_procs([victim], timeout=30)
+    assert not victim.is_running(), "the trainer survived kill -9"
     _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
+    # torchrun restarted the group once, and both trainers resumed from a checkpoint of or after the kill's epoch
+    resumed = re.findall(r"trainer (\d) of 2: restart 1 of the group, resuming from the last complete checkpoint "
+                         r"\(epoch (\d+)", err)
+    assert sorted(rank for rank, _ in resumed) == ["0", "1"], err[-3000:]
+    assert all(int(epoch) >= epoch_at_kill for _, epoch in resumed), (resumed, epoch_at_kill)
     assert json.loads(manifest.read_text())["epoch"] == 8
     undisturbed = train(config, run_dir=tmp_path / "single", progress=False)
     assert abs(evaluate(tmp_path / "run")["mrr"] - evaluate(undisturbed.path)["mrr"]) < 0.05

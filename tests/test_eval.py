@@ -15,7 +15,7 @@ from shardgraph.config import load_config
 from shardgraph.data.dataset import Dataset
 from shardgraph.data.importer import import_edges
 from shardgraph.eval.evaluate import evaluate
-from shardgraph.eval.ranking import KnownEdges, RankCounts, metrics_from_counts
+from shardgraph.eval.ranking import RankCounts, metrics_from_counts
 from shardgraph.storage.run import create_run
 from tests.conftest import REPO, write_lines
 
@@ -52,6 +52,17 @@ def test_exact_filtered_metrics(hand_made_run: Path) -> None:
     assert result["lhs"]["mr"] == pytest.approx(3.0)
 
 
+def test_eval_takes_its_defaults_from_the_runs_eval_section(hand_made_run: Path) -> None:
+    config = (hand_made_run / "config.toml").read_text()
+    assert "[eval]" in config
+    (hand_made_run / "config.toml").write_text(config.replace("filtered = true", "filtered = false", 1))
+    assert evaluate(hand_made_run)["mr"] == pytest.approx(2.5)  # raw, as the run's config says
+    assert evaluate(hand_made_run, filtered=True)["mr"] == pytest.approx(2.25)  # an argument wins
+    out = subprocess.run([sys.executable, "-m", "shardgraph", "eval", str(hand_made_run), "--json"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1])["filtered"] is False
+
+
 def test_sampled_negatives_rank_among_the_sample(hand_made_run: Path) -> None:
     # a sample of all 4 entities (unique) is the full ranking
     result = evaluate(hand_made_run, filtered=False, negatives=1000)
@@ -66,12 +77,6 @@ def test_cli_eval_json(hand_made_run: Path) -> None:
     assert result["filtered"] is False and result["mr"] == pytest.approx(2.5)
 
 
-def test_known_edges_lookup() -> None:
-    known = KnownEdges(np.array([0, 0, 1, 0]), np.array([5, 3, 3, 5]), np.array([0, 0, 0, 1]), 2)
-    rows, ids = known.lookup(np.array([0, 1, 2, 0]), np.array([0, 0, 0, 1]))
-    assert list(zip(rows.tolist(), ids.tolist(), strict=True)) == [(0, 3), (0, 5), (1, 3), (3, 5)]
-
-
 def test_fair_ties_in_metrics() -> None:
     counts = RankCounts(greater=np.array([0, 2]), equal=np.array([3, 0]), candidates=np.array([10, 10]))
     metrics = metrics_from_counts(counts)
@@ -80,19 +85,59 @@ def test_fair_ties_in_metrics() -> None:
     assert metrics["hits@1"] == 0.0
 
 
-def test_partition_candidates_rank_within_the_true_partition(tmp_path: Path) -> None:
-    edges = [f"e{i}\tr\te{(i * 7 + 3) % 40}" for i in range(40)]
-    train = write_lines(tmp_path / "train.tsv", edges)
-    test = write_lines(tmp_path / "test.tsv", edges[:10])
-    import_edges([train], tmp_path / "ds", test=[test], partitions=4, progress=False)
+def _naive_ranks(dataset: Dataset, tables: list[torch.Tensor], split: str, filtered: bool,
+                 candidates: str) -> list[float]:
+    """Fair ranks of every edge of a split, both directions, scored one triple at a time with the
+    dot product of the raw embeddings (operator none, comparator dot), looked up by name."""
+    partitions = dataset.entity_types["entity"].partitions
+    where = {name: (p, local) for p in range(partitions)
+             for local, name in enumerate(dataset.entity_names("entity", p))}
+    vector = {name: tables[p][local].double() for name, (p, local) in where.items()}
+    relation_names = [r.name for r in dataset.relations]
+    triples = {split_name: [] for split_name in ("train", "valid", "test")}
+    for split_name in triples:
+        for info, edges in dataset.iter_edges(split_name):
+            lhs_names = dataset.entity_names("entity", info.lhs)
+            rhs_names = dataset.entity_names("entity", info.rhs)
+            triples[split_name] += [(lhs_names[h], relation_names[r], rhs_names[t]) for h, r, t in edges.tolist()]
+    known = {t for edges in triples.values() for t in edges}
+    ranks = []
+    for h, r, t in triples[split]:
+        for predict in ("rhs", "lhs"):
+            true, fixed = (t, h) if predict == "rhs" else (h, t)
+            true_score = float(vector[fixed] @ vector[true])
+            greater = equal = 0
+            for candidate, (p, _) in where.items():
+                if candidate == true or (candidates == "partition" and p != where[true][0]):
+                    continue
+                triple = (h, r, candidate) if predict == "rhs" else (candidate, r, t)
+                if filtered and triple in known:
+                    continue
+                score = float(vector[fixed] @ vector[candidate])
+                greater += score > true_score
+                equal += score == true_score
+            ranks.append(1 + greater + equal / 2)
+    return ranks
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+@pytest.mark.parametrize("candidates", ["partition", "all"])
+def test_partitioned_ranking_equals_naive(tmp_path: Path, umls: dict[str, Path], filtered: bool,
+                                          candidates: str) -> None:
+    """UMLS in 4 partitions: filtered and raw ranks, among all entities or the true end's partition,
+    equal a per-edge ranking by name (batches smaller than a partition's edges: many batches)."""
+    import_edges([umls["train"]], tmp_path / "ds", valid=[umls["valid"]], test=[umls["test"]], partitions=4,
+                 progress=False)
     dataset = Dataset(tmp_path / "ds")
-    config = load_config(None, ["model.dimension=4"])
+    config = load_config(None, ["model.dimension=3", "model.operator=none", "model.comparator=dot"])
     generator = torch.Generator().manual_seed(0)
-    tables = [torch.randn(count, 4, generator=generator) for count in dataset.entity_types["entity"].partition_counts]
+    tables = [torch.randn(count, 3, generator=generator) for count in dataset.entity_types["entity"].partition_counts]
     run = create_run(tmp_path / "run", config, dataset, {"entity": tables})
-    everything = evaluate(run, filtered=False)
-    partition = evaluate(run, filtered=False, candidates="partition")
-    assert partition["mr"] <= everything["mr"]
-    assert partition["negatives"] == "partition"
-    one = evaluate(run, filtered=False, candidates="partition", max_edges=1)
-    assert one["mr"] <= 10  # at most 10 entities per partition
+    result = evaluate(run, split="test", filtered=filtered, candidates=candidates, batch_size=37)
+    ranks = np.array(_naive_ranks(dataset, tables, "test", filtered, candidates))
+    assert result["edges"] * 2 == len(ranks)
+    assert result["mr"] == pytest.approx(ranks.mean(), rel=1e-9)
+    assert result["mrr"] == pytest.approx((1 / ranks).mean(), rel=1e-9)
+    assert result["hits@10"] == pytest.approx((ranks <= 10).mean(), rel=1e-9)
+
+

@@ -17,7 +17,7 @@ from shardgraph.model.losses import LOSSES, loss_and_grad, make_loss
 from shardgraph.model.model import Model
 from shardgraph.model.operators import OPERATORS, random_params
 from shardgraph.training.step import BatchStep, Table
-from tests.conftest import write_lines
+from tests.conftest import require_kernels, write_lines
 
 DIM = 6
 ENTITIES = 12
@@ -321,15 +321,21 @@ def test_softmax_step_without_the_compiled_kernel_equals_naive(tiny_dataset: Pat
     _step_case(tiny_dataset, "diagonal", "cos", dynamic=False, loss="softmax")
 
 
-def test_compiled_rowwise_adagrad_steps_each_occurrence() -> None:
-    """The C kernel steps a repeated row once per occurrence, one after the other."""
+@pytest.mark.parametrize("path", ["compiled", "torch ops"])
+def test_rowwise_adagrad_steps_each_occurrence(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both paths step a repeated row once per occurrence, one after the other (the same results
+    whether or not a compiler was present at install)."""
     from shardgraph.training import optim
 
-    if optim._kernels() is None:
-        pytest.skip("shardgraph._kernels is not built")
+    if path == "compiled":
+        require_kernels()
+    else:
+        monkeypatch.setattr(optim, "_kernels", lambda: None)
     generator = torch.Generator().manual_seed(0)
     table, state = torch.randn(50, 8, generator=generator), torch.rand(50, generator=generator)
     index = torch.randint(50, (90,), generator=generator)[::3]  # strided, with repeats
+    index[7] = index[3] = index[1]  # a row three times
+    assert len(torch.unique(index)) < len(index)
     grad = torch.randn(30, 8, generator=generator)
     grad[4] = 0.0
     expected_table, expected_state = table.clone(), state.clone()
@@ -387,10 +393,7 @@ def test_compiled_softmax_equals_torch_ops(corrected: bool) -> None:
     """The compiled softmax over candidate blocks (masks, correction, loss, gradients in one pass)
     equals the reference computed with torch ops, repeated ids and huge scores included."""
     from shardgraph.model.losses import softmax_blocks_fused
-    from shardgraph.utils.kernels import kernels
-
-    if kernels() is None:
-        pytest.skip("shardgraph._kernels is not built")
+    require_kernels()
     generator = torch.Generator().manual_seed(1)
     chunks, chunk, uniform, entities = 5, 7, 9, 12  # few entities: many repeats and collisions
     n = chunks * chunk

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import xxhash
 
 from shardgraph.data.dataset import LHS, REL, RHS, Dataset
+from shardgraph.data.derived import is_current, source_key
 from shardgraph.errors import DatasetError
 from shardgraph.utils.atomic import atomic_directory
 
@@ -96,30 +96,12 @@ def load_csr(dataset: Dataset | str | Path, split: str = "train", directed: bool
     if split not in dataset.manifest.get("splits", {}):
         raise DatasetError(f"{dataset.path} has no {split!r} edges; it has {sorted(dataset.manifest['splits'])}.")
     directory = csr_directory(dataset, split, directed)
-    source = _source_key(dataset, split)
-    if not _is_current(directory, source):
+    source = source_key(dataset, [split])
+    if not is_current(directory, source, CSR_FORMAT_VERSION):
         if not build:
             raise DatasetError(f"{directory} is missing or stale; load it with build=True to build it.")
         build_csr(dataset, split, directed, directory, source)
     return _open(directory, dataset, directed)
-
-
-def _source_key(dataset: Dataset, split: str) -> str:
-    """A hash of what the CSR is built from: the split's buckets and their attributes' checksums."""
-    hasher = xxhash.xxh3_64()
-    for info in dataset.buckets(split):
-        hasher.update(f"{info.lhs},{info.rhs},{info.edges},{info.checksum};".encode())
-        for name, (_, checksum) in sorted(info.attributes.items()):
-            hasher.update(f"{name}={checksum};".encode())
-    return hasher.hexdigest()
-
-
-def _is_current(directory: Path, source: str) -> bool:
-    try:
-        meta = json.loads((directory / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return bool(meta.get("format_version") == CSR_FORMAT_VERSION and meta.get("source") == source)
 
 
 def _open(directory: Path, dataset: Dataset, directed: bool) -> GraphCSR:
@@ -215,7 +197,7 @@ def build_csr(dataset: Dataset, split: str, directed: bool, directory: Path, sou
             if array is not None:
                 array.flush()
         meta = {
-            "format_version": CSR_FORMAT_VERSION, "source": source or _source_key(dataset, split), "split": split,
+            "format_version": CSR_FORMAT_VERSION, "source": source or source_key(dataset, [split]), "split": split,
             "directed": directed, "nodes": num_nodes, "arcs": num_arcs, "weighted": weighted,
             "types": list(dataset.entity_types), "type_offsets": _type_offsets(dataset).tolist(),
         }

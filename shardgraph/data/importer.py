@@ -28,16 +28,28 @@ from tqdm.auto import tqdm
 
 from shardgraph import __version__
 from shardgraph.config import Config, EntityConfig, RelationConfig, load_config
-from shardgraph.data.dataset import EDGE_DTYPE, FORMAT, FORMAT_VERSION, MANIFEST, bucket_file, dictionary_file
+from shardgraph.data.dataset import (
+    EDGE_DTYPE,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    attribute_file,
+    bucket_file,
+    dictionary_file,
+)
 from shardgraph.data.dictionary import StringIdTable
 from shardgraph.data.reader import EdgeBlock, EdgeFileReader
+from shardgraph.data.sources import ObjectReader, config_for, is_edge_file
 from shardgraph.errors import ConfigError, InputError
 from shardgraph.utils.atomic import atomic_directory
+from shardgraph.utils.lock import exclusive
 from shardgraph.utils.memory import peak_rss_mb
 from shardgraph.utils.npy import NpyAppender
 
 log = logging.getLogger(__name__)
 
+Source = str | Path | object  # an edge file (path or URI), or a Python object (see shardgraph.data.sources)
+Reader = EdgeFileReader | ObjectReader
 DEFAULT_RELATION = "edge"  # name of the single relation of two-column files
 MAX_LOCAL_ID = np.iinfo(EDGE_DTYPE).max
 
@@ -55,6 +67,10 @@ class ImportSummary:
     peak_rss_mb: float
     unseen_entities: dict[str, int] = field(default_factory=dict)
     dropped_edges: dict[str, int] = field(default_factory=dict)
+    edge_attributes: list[str] = field(default_factory=list)
+    comment_lines: int = 0
+    blank_lines: int = 0
+    detected: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> what was detected
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +86,12 @@ class ImportSummary:
         dropped = sum(self.dropped_edges.values())
         if dropped:
             text += f", {dropped:,} of their edges dropped"
+        if self.edge_attributes:
+            text += f"; edge attributes: {', '.join(self.edge_attributes)}"
+        if self.comment_lines or self.blank_lines:
+            text += f"; skipped {self.comment_lines:,} comment and {self.blank_lines:,} blank line(s)"
+        for source, found in self.detected.items():
+            text += f"\n  {source}: " + "; ".join(f"{key} {value}" for key, value in found.items())
         return text
 
 
@@ -137,7 +159,7 @@ class _Relations:
         self.configs.append(rel)
         return self.index[name]
 
-    def ids_for(self, block: EdgeBlock, reader: EdgeFileReader) -> np.ndarray:
+    def ids_for(self, block: EdgeBlock, reader: Reader) -> np.ndarray:
         n = len(block)
         if block.rel is None:
             if self.declared:
@@ -157,13 +179,13 @@ class _Relations:
                     row = int(np.flatnonzero(encoded.indices.to_numpy(zero_copy_only=False) == i)[0])
                     known = ", ".join(list(self.index)[:20])
                     raise InputError(f"relation {name!r} is not declared in the config (declared: {known})",
-                                     path=reader.path, line=block.first_line + row,
+                                     path=reader.path, line=block.line(row),
                                      field=reader.roles.name_of(reader.roles.rel or 0), row_word=reader.row_word)
                 rel = self.add(name)
             mapping[i] = rel
         return mapping[encoded.indices.to_numpy(zero_copy_only=False)]
 
-    def check_types(self, block: EdgeBlock, rel_ids: np.ndarray, reader: EdgeFileReader) -> None:
+    def check_types(self, block: EdgeBlock, rel_ids: np.ndarray, reader: Reader) -> None:
         """With lhs_type/rhs_type columns, each edge's types must be the types of its relation."""
         for side in ("lhs", "rhs"):
             column = block.columns.get(f"{side}_type")
@@ -180,7 +202,7 @@ class _Relations:
                 raise InputError(
                     f"entity type {got[row]!r} disagrees with the config, where relation {rel.name!r} has "
                     f"{side} type {getattr(rel, side)!r}",
-                    path=reader.path, line=block.first_line + row,
+                    path=reader.path, line=block.line(row),
                     field=reader.roles.name_of(getattr(reader.roles, f"{side}_type")), row_word=reader.row_word,
                 )
 
@@ -188,36 +210,54 @@ class _Relations:
 class _Buckets:
     """Appends edges to edges/<split>/bucket_<i>_<j>.npy."""
 
-    def __init__(self, root: Path, split: str, partitions: int) -> None:
+    def __init__(self, root: Path, split: str, partitions: int, attributes: Sequence[str]) -> None:
         self.root, self.split, self.partitions = root, split, partitions
+        self.attributes = list(attributes)
         self.writers: dict[tuple[int, int], NpyAppender] = {}
+        self.attribute_writers: dict[tuple[int, int, str], NpyAppender] = {}
 
-    def append(self, lhs_part: np.ndarray, rhs_part: np.ndarray, rows: np.ndarray) -> None:
-        key = lhs_part * self.partitions + rhs_part
+    def append(self, lhs_part: np.ndarray, rhs_part: np.ndarray, rows: np.ndarray,
+               attributes: dict[str, np.ndarray]) -> None:
+        """Append rows (and their attribute values, aligned row for row) to their buckets."""
         if self.partitions == 1:
-            self._writer(0, 0).append(rows)
+            self._write(0, 0, rows, attributes)
             return
+        key = lhs_part * self.partitions + rhs_part
         order = np.argsort(key, kind="stable")
         counts = np.bincount(key, minlength=self.partitions**2)
         rows = rows[order]
+        attributes = {name: values[order] for name, values in attributes.items()}
         start = 0
         for bucket in np.flatnonzero(counts):
             end = start + int(counts[bucket])
-            self._writer(*divmod(int(bucket), self.partitions)).append(rows[start:end])
+            self._write(*divmod(int(bucket), self.partitions), rows[start:end],
+                        {name: values[start:end] for name, values in attributes.items()})
             start = end
 
-    def _writer(self, i: int, j: int) -> NpyAppender:
+    def _write(self, i: int, j: int, rows: np.ndarray, attributes: dict[str, np.ndarray]) -> None:
         writer = self.writers.get((i, j))
         if writer is None:
             writer = self.writers[(i, j)] = NpyAppender(self.root / bucket_file(self.split, i, j), EDGE_DTYPE, 3)
-        return writer
+            for name in self.attributes:
+                self.attribute_writers[(i, j, name)] = NpyAppender(
+                    self.root / attribute_file(self.split, i, j, name), np.float32, None)
+        writer.append(rows)
+        for name in self.attributes:
+            self.attribute_writers[(i, j, name)].append(attributes[name])
 
     def close(self) -> list[dict[str, Any]]:
         out = []
         for (i, j), writer in sorted(self.writers.items()):
             checksum = writer.close()
-            out.append({"lhs": i, "rhs": j, "edges": writer.rows, "file": bucket_file(self.split, i, j),
-                        "xxh3": checksum})
+            entry: dict[str, Any] = {"lhs": i, "rhs": j, "edges": writer.rows, "file": bucket_file(self.split, i, j),
+                                     "xxh3": checksum}
+            if self.attributes:
+                entry["attributes"] = {
+                    name: {"file": attribute_file(self.split, i, j, name),
+                           "xxh3": self.attribute_writers[(i, j, name)].close()}
+                    for name in self.attributes
+                }
+            out.append(entry)
         return out
 
 
@@ -235,50 +275,74 @@ def _apply_partitions(config: Config, partitions: int | None) -> Config:
     return config.replace(entities=entities)
 
 
+
+
+def _source_list(sources: Source | Sequence[Source]) -> list[Source]:
+    if is_edge_file(sources) or not isinstance(sources, (list, tuple)):
+        return [sources]
+    return list(sources)
+
+
 def import_edges(
-    edges: Sequence[str | Path],
+    edges: Source | Sequence[Source],
     out: str | Path,
     *,
     config: Config | str | Path | None = None,
-    valid: Sequence[str | Path] = (),
-    test: Sequence[str | Path] = (),
+    valid: Source | Sequence[Source] = (),
+    test: Source | Sequence[Source] = (),
     format: str | None = None,
     columns: str | None = None,
     header: bool | None = None,
+    delimiter: str | None = None,
+    comment: str | None = None,
+    relation: str | None = None,
     partitions: int | None = None,
     unseen: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> ImportSummary:
-    """Import edge files into a dataset directory of partitioned edge buckets.
+    """Import edges into a dataset directory of partitioned edge buckets.
 
-    `edges` are the training files; `valid`/`test` the held-out splits. Arguments left as
-    None come from `config.data`. The output appears complete, by one rename, or not at
-    all. Raises InputError naming the file, line and field of the first bad input.
+    `edges` are the training edges; `valid`/`test` the held-out splits. Each is an edge file
+    (path, glob or URI; text, Matrix Market or Parquet), a list of them, or a Python object:
+    a pandas DataFrame, a pyarrow Table or RecordBatch iterator, a NetworkX graph (`relation`
+    names the edge attribute holding the relation), a SciPy sparse matrix, a PyTorch Geometric
+    Data/HeteroData or an (N, 2)/(N, 3) numpy array. Arguments left as None come from
+    `config.data`; the delimiter, comments, header and columns of text files are detected
+    unless given. The output appears complete, by one rename, or not at all. Raises InputError
+    naming the file, line and field of the first bad input.
     """
     started = time.perf_counter()
     if not isinstance(config, Config):
         config = load_config(config)
     config = _apply_partitions(config, partitions)
     data = config.data
+    header_setting = {"auto": None, "true": True, "false": False}[data.header]
     options = {
         "format": format or data.format,
         "columns": columns or data.columns,
-        "header": data.header if header is None else header,
+        "header": header_setting if header is None else header,
+        "delimiter": delimiter or data.delimiter,
+        "comment": data.comment if comment is None else comment,
         "block_bytes": data.block_mb << 20,
     }
     unseen = unseen or data.unseen
     if unseen not in ("keep", "drop"):
         raise ConfigError(f"--unseen must be keep or drop. Got {unseen!r} instead.")
-    if not edges:
+    sources = {"train": _source_list(edges), "valid": _source_list(valid), "test": _source_list(test)}
+    if not sources["train"]:
         raise InputError("no edge files given")
-    sources = {"train": [Path(p) for p in edges], "valid": [Path(p) for p in valid],
-               "test": [Path(p) for p in test]}
-    readers = {split: [EdgeFileReader(p, **options) for p in paths]  # type: ignore[arg-type]
-               for split, paths in sources.items()}
+    for source in sources["train"]:
+        config = config_for(source, config)
+    readers: dict[str, list[Reader]] = {
+        split: [EdgeFileReader(s, **options) if is_edge_file(s)  # type: ignore[arg-type]
+                else ObjectReader(s, columns=str(options["columns"]), relation=relation) for s in items]
+        for split, items in sources.items()
+    }
+    attributes = _attribute_names(readers)
 
     num_partitions = max(e.partitions for e in config.entities.values())
-    with atomic_directory(out, overwrite=overwrite) as root:
+    with exclusive(out, "import"), atomic_directory(out, overwrite=overwrite) as root:
         types = {name: _EntityType(name, e.partitions, root) for name, e in config.entities.items()}
         type_list = list(types.values())
         relations = _Relations(config)
@@ -291,7 +355,7 @@ def import_edges(
         for split, split_readers in readers.items():
             if not split_readers:
                 continue
-            buckets = _Buckets(root, split, num_partitions)
+            buckets = _Buckets(root, split, num_partitions, attributes)
             insert = split == "train" or unseen == "keep"
             per_relation = np.zeros(0, dtype=np.int64)
             kept_total = dropped_total = 0
@@ -325,6 +389,7 @@ def import_edges(
 
         manifest = {
             "format": FORMAT,
+            "edge_attributes": attributes,
             "format_version": FORMAT_VERSION,
             "shardgraph_version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -361,9 +426,26 @@ def import_edges(
         peak_rss_mb=round(peak_rss_mb(), 1),
         unseen_entities={t.name: t.unseen for t in type_list if t.unseen},
         dropped_edges={s: n for s, n in dropped.items() if n},
+        edge_attributes=attributes,
+        comment_lines=sum(r.comment_lines for rs in readers.values() for r in rs),
+        blank_lines=sum(r.blank_lines for rs in readers.values() for r in rs),
+        detected={r.path: r.detected for rs in readers.values() for r in rs if r.detected},
     )
     log.debug(summary.line())
     return summary
+
+
+def _attribute_names(readers: dict[str, list[Reader]]) -> list[str]:
+    """The edge attributes every source has (in the first source's order); a source that lacks one
+    another has stops the import, since the attribute files must align with every bucket."""
+    everyone = [(r, [name for name, _ in r.roles.attributes]) for rs in readers.values() for r in rs]
+    names = everyone[0][1]
+    for reader, own in everyone:
+        if set(own) != set(names):
+            raise InputError(f"has edge attributes ({', '.join(own) or 'none'}) that differ from those of "
+                             f"{everyone[0][0].path} ({', '.join(names) or 'none'}); give every file the same "
+                             "columns, or skip a column with '-' in --columns", path=reader.path)
+    return names
 
 
 def _import_block(
@@ -431,6 +513,7 @@ def _import_block(
     (lhs, lhs_parts), (rhs, rhs_parts) = ends["lhs"], ends["rhs"]
     kept: np.ndarray | None = None
     n_dropped = 0
+    attributes = block.attributes
     if not insert:
         ok = (lhs >= 0) & (rhs >= 0)
         if not ok.all():
@@ -438,9 +521,10 @@ def _import_block(
             n_dropped = len(ok) - len(kept)
             lhs, rhs, rel_ids = lhs[kept], rhs[kept], rel_ids[kept]
             lhs_parts, rhs_parts = lhs_parts[kept], rhs_parts[kept]
+            attributes = {name: values[kept] for name, values in attributes.items()}
     rows = np.empty((len(lhs), 3), dtype=EDGE_DTYPE)
     rows[:, 0] = lhs // lhs_parts
     rows[:, 1] = rel_ids
     rows[:, 2] = rhs // rhs_parts
-    buckets.append(lhs % lhs_parts, rhs % rhs_parts, rows)
+    buckets.append(lhs % lhs_parts, rhs % rhs_parts, rows, attributes)
     return kept, n_dropped

@@ -6,14 +6,16 @@
 Each process is one trainer; all share the dataset and the run directory (local disk for
 trainers on one machine, a shared filesystem across machines). Buckets are handed out by a
 lock service over the c10d store (shardgraph.distributed.scheduler); partitions pass from
-trainer to trainer through versioned files in the run directory; relation parameters and
-unpartitioned entity types are averaged with an all-reduce (gloo) at every epoch end;
-rank 0 writes the checkpoint of each epoch. When torchrun restarts the group after a
-failure (--max-restarts), every trainer resumes from the last complete checkpoint.
+trainer to trainer through versioned files in the run directory; relation parameters are
+synced through the store after every bucket, unpartitioned entity types averaged with an
+all-reduce (gloo) at every epoch end; rank 0 writes the checkpoint of each epoch. When
+torchrun restarts the group after a failure (--max-restarts), every trainer resumes from the
+last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -32,6 +34,7 @@ from shardgraph.storage.buffer import PartitionBuffer
 from shardgraph.training.callbacks import BucketStats
 from shardgraph.training.trainer import Run, Trainer, default_run_dir
 from shardgraph.training.worker import bucket_partitions
+from shardgraph.utils.lock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,14 @@ class SharedParameters:
 
 
 class TrainerScheduler(DistributedScheduler):
-    """The distributed scheduler plus the epoch-end protocol: average, checkpoint on rank 0, barrier."""
+    """The distributed scheduler plus this trainer's identity and the epoch-end protocol: average,
+    checkpoint on rank 0, barrier. Rank 0 prepares the run directory and evaluates."""
+
+    def __init__(self, *args: Any, trainers_on_this_machine: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trainers_on_this_machine = trainers_on_this_machine
+        self.prepares_run_dir = self.evaluates = self.rank == 0
+        self.run_files_tag = "" if self.rank == 0 else f"r{self.rank}"
 
     def attach(self, buffer: PartitionBuffer) -> None:
         super().attach(buffer)
@@ -174,6 +184,7 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
     if not dist.is_initialized():
         dist.init_process_group(backend, store=dist.PrefixStore("pg/", attempt), rank=rank, world_size=world_size,
                                 timeout=timedelta(minutes=60))
+    lock = contextlib.ExitStack()
     try:
         store = dist.PrefixStore("scheduler/", attempt)
         data = Dataset(config.data.dataset)
@@ -185,12 +196,13 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         if rank == 0:
             trainer_args: dict[str, Any] = {"resume": resume, "overwrite": overwrite}
         else:
-            trainer_args = {"resume": True, "overwrite": False, "prepare": False}
+            trainer_args = {"resume": True, "overwrite": False}
         # rank 0 prepares the run directory (or refuses) before the others open it
         trainer = None
         error: BaseException | None = None
         if rank == 0:
             try:
+                lock.enter_context(exclusive(path, "training run"))  # rank 0 writes for the group
                 trainer = _make_trainer(config, data, path, store, env, barrier, progress, **trainer_args)
             except BaseException as exc:  # tell the others, then fail
                 error = exc
@@ -203,11 +215,18 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         if rank != 0:
             trainer = _make_trainer(config, data, path, store, env, barrier, progress, **trainer_args)
         assert trainer is not None
-        log.info(f"trainer {rank} of {world_size} ready")
+        if env["restart"] > 0:
+            done = trainer.manifest or {}
+            log.warning(f"trainer {rank} of {world_size}: restart {env['restart']} of the group, resuming from the "
+                        f"last complete checkpoint (epoch {done.get('epoch', 0)}, "
+                        f"{done.get('buckets_done', 0)} buckets into the next)")
+        else:
+            log.info(f"trainer {rank} of {world_size} ready")
         run = trainer.run()
         dist.barrier()
         return run
     finally:
+        lock.close()
         if dist.is_initialized():
             dist.destroy_process_group()
 
@@ -223,6 +242,6 @@ def _make_trainer(config: Config, data: Dataset, path: Path, store: dist.Store, 
     def partitioned(bucket: tuple[int, int]) -> list[tuple[str, int]]:
         return [key for key in bucket_partitions(model, *bucket) if model.entity_types[key[0]].partitions > 1]
 
-    scheduler = TrainerScheduler(config, store, env["rank"], env["world_size"], n_lhs, n_rhs, partitioned, barrier)
-    return Trainer(config, data, path, scheduler=scheduler, progress=progress and env["rank"] == 0,
-                   rank=env["rank"], trainers_here=env["local_world_size"], **kwargs)
+    scheduler = TrainerScheduler(config, store, env["rank"], env["world_size"], n_lhs, n_rhs, partitioned, barrier,
+                                 trainers_on_this_machine=env["local_world_size"])
+    return Trainer(config, data, path, scheduler=scheduler, progress=progress and env["rank"] == 0, **kwargs)

@@ -9,7 +9,8 @@ first and their new files published, so the next holder loads the latest version
 bucket is trained once per epoch; the end of an epoch is a barrier.
 
 Partitions of unpartitioned entity types (and the relation parameters) are not locked:
-every trainer trains its own copy, and the copies are averaged at each epoch end.
+every trainer trains its own copy (see shardgraph.distributed.launch for how the copies are
+kept in step).
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ class DistributedScheduler(BucketScheduler):
         self.order: list[Bucket] = []
         self.held: set[PartitionKey] = set()
         self.buffer: PartitionBuffer | None = None
-        self.trained_here = 0
         self.position = 0
 
     def attach(self, buffer: PartitionBuffer) -> None:
@@ -100,7 +100,6 @@ class DistributedScheduler(BucketScheduler):
                 self.mutex.initialize()
             self._save({"done": [list(b) for b in self.order[:first]], "taken": {}, "held": {}})
         self.barrier()
-        self.trained_here = 0
         self.position = first
         return len(self.order)
 
@@ -154,7 +153,6 @@ class DistributedScheduler(BucketScheduler):
             state["done"].append(list(bucket))
             state["taken"].pop(str(self.rank), None)
             self._save(state)
-        self.trained_here += 1
 
     def _release_all(self) -> None:
         with self.mutex:

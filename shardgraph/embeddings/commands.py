@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shardgraph.cli import add_json, command, emit
+from shardgraph.commands import add_json, command, emit
 
 
 def _ids_from(args: argparse.Namespace, single: str | None, batch: str | None) -> tuple[list[str], bool]:

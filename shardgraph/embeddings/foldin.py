@@ -25,8 +25,10 @@ from torch import Tensor
 
 from shardgraph.data.reader import EdgeFileReader
 from shardgraph.errors import InputError, QueryError, ShardgraphError
+from shardgraph.storage.run import ADDED
 from shardgraph.training.optim import rowwise_adagrad_
 from shardgraph.training.step import BatchStep, Table
+from shardgraph.training.worker import iter_batches
 from shardgraph.utils.atomic import atomic_directory
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ class _Compact:
         sample = rng.choice(total, size=min(total, negatives), replace=False) if total else np.zeros(0, np.int64)
         self.known_ids = np.unique(np.concatenate([known, sample]).astype(np.int64))
         self.known_count = len(self.known_ids)
-        vectors = model._gather(spec, self.known_ids)
+        vectors = model.gather(spec, self.known_ids)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         fresh = torch.randn(len(new), spec.dim, generator=generator) * init_scale
         self.new_names = new
@@ -95,7 +97,7 @@ def fold_in(model: EmbeddingModel, edges: str | Path | Sequence[tuple[str, ...]]
     lhs, rel, rhs = read_edges(edges, model.relations, columns)
     if not lhs:
         raise QueryError("no edges to embed new entities from.")
-    rel_ids = np.array([model._relation(r) for r in rel], dtype=np.int64)
+    rel_ids = np.array([model.relation_id(r) for r in rel], dtype=np.int64)
     # which endpoints are new: look up per type without raising
     new_names: dict[str, dict[str, int]] = {t: {} for t in net.entity_types}
     ends: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -146,18 +148,11 @@ def fold_in(model: EmbeddingModel, edges: str | Path | Sequence[tuple[str, ...]]
         rows_rhs[chosen] = compact[spec.rhs].rows(ends["rhs"][0][chosen], ends["rhs"][1][chosen])
     keep = np.flatnonzero(useful)
     data = torch.from_numpy(np.stack([rows_lhs[keep], rel_ids[keep], rows_rhs[keep]], axis=1))
-    groups = net.group_of_relation
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     with torch.enable_grad():
         for _ in range(epochs):
-            shuffled = data[torch.randperm(len(data), generator=generator)]
-            order = torch.argsort(groups[shuffled[:, 1]], stable=True)
-            shuffled = shuffled[order]
-            for group_rows in torch.split(shuffled, torch.bincount(groups[shuffled[:, 1]]).tolist()):
-                for batch in group_rows.split(batch_size):
-                    if len(batch) == 0:
-                        continue
-                    _train_batch(step, net, compact, batch, negatives, generator)
+            for batch in iter_batches(data, net.group_of_relation, False, batch_size, generator):
+                _train_batch(step, net, compact, batch, negatives, generator)
     out: NewEntities = {}
     for entity_type, table in compact.items():
         if table.new_names:
@@ -179,12 +174,8 @@ def _train_batch(step: BatchStep, net: Any, compact: dict[str, _Compact], batch:
                  generator: torch.Generator) -> None:
     relation = net.relations[int(batch[0, 1])]
     lhs_table, rhs_table = compact[relation.lhs], compact[relation.rhs]
-    n = len(batch)
-    chunk = min(step.training.num_batch_negs, n)
-    full = (n // chunk) * chunk
-    for part, size in ((batch[:full], chunk), (batch[full:], n - full)):
-        if len(part) == 0:
-            continue
+    for rows, size in step.chunk_parts(len(batch)):
+        part = batch[rows]
         chunks = len(part) // size
         lhs_neg = torch.randint(lhs_table.known_count, (chunks, min(negatives, lhs_table.known_count)),
                                 generator=generator)
@@ -211,7 +202,6 @@ def write_new_entities(model: EmbeddingModel, new: NewEntities, out: str | Path,
                        overwrite: bool = False) -> dict[str, Any]:
     """Write new embeddings to a file (by suffix: .npy/.tsv/.parquet/.h5) or to a new run directory
     (a copy of the run plus the new entities, usable by neighbors/predict/score)."""
-    from shardgraph.embeddings.model import ADDED
 
     out = Path(out)
     if out.suffix in FILE_FORMATS:
@@ -225,7 +215,7 @@ def write_new_entities(model: EmbeddingModel, new: NewEntities, out: str | Path,
         (temp / ADDED).mkdir()
         for entity_type in model.entity_types:
             dim = model.model.entity_types[entity_type].dim
-            previous_ids, previous = model._added.get(entity_type, ([], torch.zeros(0, dim)))
+            previous_ids, previous = model.added.get(entity_type, ([], torch.zeros(0, dim)))
             ids = list(previous_ids)
             stored = previous.numpy() if ids else np.zeros((0, dim), np.float32)
             if entity_type in new:

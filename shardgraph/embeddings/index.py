@@ -79,8 +79,8 @@ class NeighborIndex:
 
 
 def _all_vectors(model: Any, entity_type: str) -> np.ndarray:
-    spec = model._type(entity_type)
-    return np.concatenate([v.numpy() for _, v in model._blocks(spec)]) if spec.count else np.zeros((0, spec.dim))
+    spec = model.entity_spec(entity_type)
+    return np.concatenate([v.numpy() for _, v in model.blocks(spec)]) if spec.count else np.zeros((0, spec.dim))
 
 
 def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str = "cos",
@@ -96,7 +96,7 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
         raise QueryError(f"--metric must be cos, dot or l2. Got {metric!r} instead.")
     if not 0 < target_recall <= 1:
         raise QueryError(f"--target-recall must be in (0, 1]. Got {target_recall} instead.")
-    spec = model._type(entity_type)
+    spec = model.entity_spec(entity_type)
     started = time.perf_counter()
     vectors = _prepare(_all_vectors(model, spec.name), metric)
     n, dim = vectors.shape
@@ -127,7 +127,7 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
         rng = np.random.default_rng(seed + 1)
         sample_ids = rng.choice(n, size=min(recall_queries, n), replace=False)
         # exact search as `neighbors` does it without an index (k + 1: the query itself is dropped)
-        _, truth = model._exact_neighbors(torch.from_numpy(vectors[sample_ids]), spec, 11, metric)
+        _, truth = model.exact_neighbors(torch.from_numpy(vectors[sample_ids]), spec, 11, metric)
         setting, meta["recall@10"], meta["tuning"] = _tune(index, kind, vectors[sample_ids], sample_ids, truth,
                                                            target_recall)
         meta["ef_search" if kind == "hnsw" else "nprobe"] = setting

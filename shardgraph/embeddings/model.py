@@ -27,17 +27,15 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from shardgraph.data.dataset import LHS, REL, RHS
 from shardgraph.data.dictionary import hash_strings
+from shardgraph.data.known import KnownEdges, load_known_edges
 from shardgraph.errors import QueryError
-from shardgraph.eval.ranking import KnownEdges
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.registry import did_you_mean
-from shardgraph.storage.run import TrainedRun
+from shardgraph.storage.run import ADDED, TrainedRun
 
 SCORE_BLOCK = 1 << 23
 METRICS = ("cos", "dot", "l2")
-ADDED = "added"  # RUN/added/<type>.{ids.txt,npy}: entities embedded after training (embed-new)
 
 
 @dataclass
@@ -113,7 +111,7 @@ class EmbeddingModel:
         self.tables = run.relation_tables
         self._indexes: dict[str, EntityIndex] = {}
         self._known: dict[str, KnownEdges] = {}
-        self._added = self._read_added()
+        self.added = self._read_added()
 
     # ------------------------------------------------------------------ entities
     def _read_added(self) -> dict[str, tuple[list[str], Tensor]]:
@@ -137,7 +135,7 @@ class EmbeddingModel:
     def relations(self) -> list[str]:
         return [r.name for r in self.model.relations]
 
-    def _type(self, entity_type: str | None) -> EntityTypeSpec:
+    def entity_spec(self, entity_type: str | None) -> EntityTypeSpec:
         if entity_type is None:
             if len(self.model.entity_types) > 1:
                 raise QueryError(f"the model has entity types {', '.join(self.model.entity_types)}; say which "
@@ -150,16 +148,16 @@ class EmbeddingModel:
         return self.model.entity_types[entity_type]
 
     def index(self, entity_type: str | None = None) -> EntityIndex:
-        spec = self._type(entity_type)
+        spec = self.entity_spec(entity_type)
         if spec.name not in self._indexes:
-            added = self._added.get(spec.name, ([], torch.zeros(0)))[0]
+            added = self.added.get(spec.name, ([], torch.zeros(0)))[0]
             self._indexes[spec.name] = EntityIndex(self.run, spec, added)
         return self._indexes[spec.name]
 
     def count(self, entity_type: str | None = None) -> int:
         return len(self.index(entity_type))
 
-    def _relation(self, relation: str | int) -> int:
+    def relation_id(self, relation: str | int) -> int:
         if isinstance(relation, (int, np.integer)):
             if not 0 <= relation < len(self.model.relations):
                 raise QueryError(f"relation id {relation} is out of range (0..{len(self.model.relations) - 1}).")
@@ -171,40 +169,34 @@ class EmbeddingModel:
             shown = ", ".join(repr(n) for n in names[:20]) + (" ..." if len(names) > 20 else "")
             raise QueryError(f"unknown relation {relation!r}.{did_you_mean(relation, names)} Known: {shown}") from None
 
-    def _gather(self, spec: EntityTypeSpec, ids: np.ndarray) -> Tensor:
+    def gather(self, spec: EntityTypeSpec, ids: np.ndarray) -> Tensor:
         """Effective vectors (n, D) of global ids (trained and added)."""
         out = torch.empty(len(ids), spec.dim)
         trained = ids < spec.count
         if trained.any():
-            offsets = np.concatenate([[0], np.cumsum(spec.partition_counts)])
             rows = np.flatnonzero(trained)
-            partition = np.searchsorted(offsets, ids[rows], side="right") - 1
-            for p in np.unique(partition):
-                chosen = rows[partition == p]
-                local = ids[chosen] - offsets[p]
-                order = np.argsort(local)
-                out[torch.from_numpy(chosen[order])] = self.run.embeddings(spec.name, int(p), rows=local[order])
+            out[torch.from_numpy(rows)] = self.run.gather(spec.name, ids[rows])
         if (~trained).any():
             rows = np.flatnonzero(~trained)
-            vectors = self._added[spec.name][1][torch.from_numpy(ids[rows] - spec.count)]
+            vectors = self.added[spec.name][1][torch.from_numpy(ids[rows] - spec.count)]
             out[torch.from_numpy(rows)] = self.run.effective(spec.name, vectors)
         return out
 
-    def _blocks(self, spec: EntityTypeSpec) -> Iterator[tuple[int, Tensor]]:
+    def blocks(self, spec: EntityTypeSpec) -> Iterator[tuple[int, Tensor]]:
         """(first global id, effective vectors) blocks of all entities of a type, trained then added."""
         offset = 0
         for partition, count in enumerate(spec.partition_counts):
             vectors = self.run.embeddings(spec.name, partition) if count else torch.zeros(0, spec.dim)
             yield offset, vectors
             offset += count
-        if spec.name in self._added:
-            yield offset, self.run.effective(spec.name, self._added[spec.name][1])
+        if spec.name in self.added:
+            yield offset, self.run.effective(spec.name, self.added[spec.name][1])
 
     # ------------------------------------------------------------------ queries
     def vectors(self, ids: Sequence[str], entity_type: str | None = None) -> np.ndarray:
         """Embeddings (n, D) of string ids, as the model uses them."""
-        spec = self._type(entity_type)
-        return self._gather(spec, self.index(spec.name).lookup(list(ids))).numpy()
+        spec = self.entity_spec(entity_type)
+        return self.gather(spec, self.index(spec.name).lookup(list(ids))).numpy()
 
     def score(self, lhs: Sequence[str], relation: str | int | Sequence[str | int], rhs: Sequence[str]) -> np.ndarray:
         """Scores (n,) of edges, exactly as training scores them (the rhs-prediction direction)."""
@@ -214,15 +206,15 @@ class EmbeddingModel:
         rels = [relation] * len(lhs) if isinstance(relation, (str, int)) else list(relation)
         if len(rels) != len(lhs):
             raise QueryError(f"{len(rels)} relations for {len(lhs)} edges.")
-        rel_ids = np.array([self._relation(r) for r in rels], dtype=np.int64)
+        rel_ids = np.array([self.relation_id(r) for r in rels], dtype=np.int64)
         out = np.empty(len(lhs), dtype=np.float32)
         with torch.no_grad():
             for r in np.unique(rel_ids):
                 rows = np.flatnonzero(rel_ids == r)
                 spec = self.model.relations[int(r)]
                 lhs_type, rhs_type = self.model.entity_types[spec.lhs], self.model.entity_types[spec.rhs]
-                s = self._gather(lhs_type, self.index(spec.lhs).lookup([lhs[i] for i in rows]))
-                d = self._gather(rhs_type, self.index(spec.rhs).lookup([rhs[i] for i in rows]))
+                s = self.gather(lhs_type, self.index(spec.lhs).lookup([lhs[i] for i in rows]))
+                d = self.gather(rhs_type, self.index(spec.rhs).lookup([rhs[i] for i in rows]))
                 out[rows] = self.model.score(s, torch.full((len(rows),), int(r)), d, self.tables).numpy()
         return out
 
@@ -240,14 +232,14 @@ class EmbeddingModel:
         single = isinstance(lhs if lhs is not None else rhs, str)
         known_ids = [lhs] if isinstance(lhs, str) else [rhs] if isinstance(rhs, str) else list(lhs or rhs or [])
         predict = "rhs" if lhs is not None else "lhs"
-        r = self._relation(relation)
+        r = self.relation_id(relation)
         spec = self.model.relations[r]
         direction = self.model.directions(spec)[0 if predict == "rhs" else 1]
         known_type = self.model.entity_types[spec.lhs if predict == "rhs" else spec.rhs]
         target_type = self.model.entity_types[spec.rhs if predict == "rhs" else spec.lhs]
         ids = self.index(known_type.name).lookup(known_ids)
         with torch.no_grad():
-            query = self.model.query(direction, self._gather(known_type, ids), self.tables,
+            query = self.model.query(direction, self.gather(known_type, ids), self.tables,
                                      torch.full((len(ids),), r))
             exclude = self._known_pairs(predict, ids, r) if exclude_known else None
             scores, found = self._top_k(query, direction, target_type, r, k, exclude)
@@ -259,10 +251,7 @@ class EmbeddingModel:
 
     def _known_pairs(self, predict: str, ids: np.ndarray, relation: int) -> tuple[np.ndarray, np.ndarray]:
         if predict not in self._known:
-            dataset = self.run.dataset
-            edges = np.concatenate([dataset.global_edges(split) for split in ("train", "valid", "test")])
-            known, other = (edges[:, LHS], edges[:, RHS]) if predict == "rhs" else (edges[:, RHS], edges[:, LHS])
-            self._known[predict] = KnownEdges(known, other, edges[:, REL], len(self.model.relations))
+            self._known[predict] = load_known_edges(self.run.dataset, predict)
         return self._known[predict].lookup(ids, np.full(len(ids), relation))
 
     def _top_k(self, query: Tensor, direction: Direction, target: EntityTypeSpec, relation: int, k: int,
@@ -272,7 +261,7 @@ class EmbeddingModel:
         best_scores = torch.full((n, k), float("-inf"))
         best_ids = torch.full((n, k), -1, dtype=torch.long)
         comparator = self.model.comparator
-        for offset, vectors in self._blocks(target):
+        for offset, vectors in self.blocks(target):
             if vectors.shape[0] == 0:
                 continue
             if direction.candidate_op is None:
@@ -288,11 +277,7 @@ class EmbeddingModel:
                     lo, hi = offset + start, offset + start + chunk.shape[0]
                     inside = (others >= lo) & (others < hi)
                     scores[torch.from_numpy(rows[inside]), torch.from_numpy(others[inside] - lo)] = float("-inf")
-                ids = torch.arange(offset + start, offset + start + chunk.shape[0]).expand(n, -1)
-                merged_scores = torch.cat([best_scores, scores], dim=1)
-                merged_ids = torch.cat([best_ids, ids], dim=1)
-                top = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
-                best_scores, best_ids = top.values, merged_ids.gather(1, top.indices)
+                best_scores, best_ids = merge_top_k(best_scores, best_ids, scores, offset + start, k)
         best_ids[torch.isinf(best_scores) & (best_scores < 0)] = -1
         return best_scores.numpy(), best_ids.numpy()
 
@@ -309,9 +294,9 @@ class EmbeddingModel:
             raise QueryError(f"metric must be one of {', '.join(METRICS)}. Got {metric!r} instead.")
         single = isinstance(ids, str)
         id_list = [ids] if isinstance(ids, str) else list(ids)
-        spec = self._type(entity_type)
+        spec = self.entity_spec(entity_type)
         global_ids = self.index(spec.name).lookup(id_list)
-        query = self._gather(spec, global_ids)
+        query = self.gather(spec, global_ids)
         extra = 1 if exclude_self else 0
         if index is not None:
             from shardgraph.embeddings.index import NeighborIndex
@@ -320,7 +305,7 @@ class EmbeddingModel:
             loaded.check(self, spec.name, metric)
             scores, found = loaded.search(query.numpy(), k + extra)
         else:
-            scores, found = self._exact_neighbors(query, spec, k + extra, metric)
+            scores, found = self.exact_neighbors(query, spec, k + extra, metric)
         names = self.index(spec.name)
         results = []
         for i in range(len(id_list)):
@@ -330,14 +315,14 @@ class EmbeddingModel:
                             zip(names.name_of(chosen), values.tolist(), strict=True)])
         return results[0] if single else results
 
-    def _exact_neighbors(self, query: Tensor, spec: EntityTypeSpec, k: int,
+    def exact_neighbors(self, query: Tensor, spec: EntityTypeSpec, k: int,
                          metric: str) -> tuple[np.ndarray, np.ndarray]:
         n = query.shape[0]
         if metric == "cos":
             query = torch.nn.functional.normalize(query, dim=1)
         best_scores = torch.full((n, k), float("-inf"))
         best_ids = torch.full((n, k), -1, dtype=torch.long)
-        for offset, vectors in self._blocks(spec):
+        for offset, vectors in self.blocks(spec):
             if metric == "cos":
                 vectors = torch.nn.functional.normalize(vectors, dim=1)
             block = max(1, SCORE_BLOCK // max(1, n))
@@ -347,14 +332,29 @@ class EmbeddingModel:
                     scores = -torch.cdist(query, chunk)
                 else:
                     scores = query @ chunk.t()
-                ids = torch.arange(offset + start, offset + start + chunk.shape[0]).expand(n, -1)
-                merged_scores = torch.cat([best_scores, scores], dim=1)
-                merged_ids = torch.cat([best_ids, ids], dim=1)
-                top = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
-                best_scores, best_ids = top.values, merged_ids.gather(1, top.indices)
+                best_scores, best_ids = merge_top_k(best_scores, best_ids, scores, offset + start, k)
         if metric == "l2":
             best_scores = -best_scores  # report distances for l2
         return best_scores.numpy(), best_ids.numpy()
+
+    # ------------------------------------------------------------------ other libraries
+    def to_pandas(self, entity_type: str | None = None) -> Any:
+        """Embeddings as a pandas DataFrame indexed by id; see shardgraph.embeddings.interop."""
+        from shardgraph.embeddings.interop import to_pandas
+
+        return to_pandas(self, entity_type)
+
+    def to_pyg(self, num_nodes: int | dict[str, int] | None = None) -> Any:
+        """Embeddings as `x` of a PyTorch Geometric Data / HeteroData, in node order."""
+        from shardgraph.embeddings.interop import to_pyg
+
+        return to_pyg(self, num_nodes)
+
+    def to_keyed_vectors(self, entity_type: str | None = None) -> Any:
+        """Embeddings as gensim KeyedVectors, built in memory."""
+        from shardgraph.embeddings.interop import to_keyed_vectors
+
+        return to_keyed_vectors(self, entity_type)
 
     def embed_new(self, edges: str | Path | Sequence[tuple[str, str, str]], **options: Any) -> dict[str, Any]:
         """Embeddings for entities absent from training, from their edges to known entities
@@ -365,13 +365,17 @@ class EmbeddingModel:
         return fold_in(self, edges, **options)
 
 
+def merge_top_k(best_scores: Tensor, best_ids: Tensor, scores: Tensor, first_id: int, k: int) -> tuple[Tensor, Tensor]:
+    """The running top-k (n, k) merged with a block of scores (n, m) of ids first_id .. first_id + m - 1."""
+    ids = torch.arange(first_id, first_id + scores.shape[1]).expand(scores.shape[0], -1)
+    merged_scores = torch.cat([best_scores, scores], dim=1)
+    merged_ids = torch.cat([best_ids, ids], dim=1)
+    top = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
+    return top.values, merged_ids.gather(1, top.indices)
+
+
 def load(run: str | Path, dataset: str | Path | None = None) -> EmbeddingModel:
     """Open a trained run directory for queries."""
     return EmbeddingModel(TrainedRun(run, dataset=dataset))
-
-
-def describe(model: EmbeddingModel) -> dict[str, Any]:
-    return {"run": str(model.run.path), "entity_types": {t: model.count(t) for t in model.entity_types},
-            "relations": len(model.relations), "epoch": model.run.epoch, "model": repr(model.model)}
 
 

@@ -20,13 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from shardgraph.config import Config
 from shardgraph.data.dataset import LHS, REL, RHS
+from shardgraph.data.known import KnownEdges, load_known_edges
 from shardgraph.errors import ShardgraphError
-from shardgraph.eval.ranking import KnownEdges, RankCounts, count_block, metrics_from_counts
+from shardgraph.eval.ranking import RankCounts, count_block, metrics_from_counts
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.storage.run import TrainedRun
-from shardgraph.training.callbacks import Callback, EpochStats
 from shardgraph.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -66,10 +65,7 @@ class Evaluator:
     # ------------------------------------------------------------------ set-up
     def _known_index(self, predict: str) -> KnownEdges:
         if predict not in self._known:
-            dataset = self.run.dataset
-            edges = np.concatenate([dataset.global_edges(split) for split in ("train", "valid", "test")])
-            known, other = (edges[:, LHS], edges[:, RHS]) if predict == "rhs" else (edges[:, RHS], edges[:, LHS])
-            self._known[predict] = KnownEdges(known, other, edges[:, REL], len(self.model.relations))
+            self._known[predict] = load_known_edges(self.run.dataset, predict)
         return self._known[predict]
 
     def _groups(self, edges: np.ndarray, predict: str) -> list[_Group]:
@@ -89,19 +85,6 @@ class Evaluator:
                               model.entity_types[target], relation))
         return out
 
-    def _gather(self, spec: EntityTypeSpec, ids: np.ndarray) -> Tensor:
-        """Effective float32 embeddings (n, D) of global ids of one type."""
-        out = torch.empty(len(ids), spec.dim)
-        offsets = np.concatenate([[0], np.cumsum(spec.partition_counts)])
-        partition = np.searchsorted(offsets, ids, side="right") - 1
-        for p in np.unique(partition):
-            rows = np.flatnonzero(partition == p)
-            local = ids[rows] - offsets[p]
-            order = np.argsort(local)
-            vectors = self.run.embeddings(spec.name, int(p), rows=local[order])
-            out[torch.from_numpy(rows[order])] = vectors
-        return out
-
     # ------------------------------------------------------------------ ranking
     def rank(self, edges: np.ndarray, predict: str) -> RankCounts:
         """Rank counts of one direction for edges (n, 3) of global ids."""
@@ -110,10 +93,10 @@ class Evaluator:
         for group in self._groups(edges, predict):
             sub = edges[group.rows]
             rel = torch.from_numpy(sub[:, REL])
-            query = self.model.query(group.direction, self._gather(group.known_type, sub[:, known_col]),
+            query = self.model.query(group.direction, self.run.gather(group.known_type.name, sub[:, known_col]),
                                      self.tables, rel)
             true_ids = sub[:, target_col]
-            true_vectors = self._candidates(group, self._gather(group.target_type, true_ids), rel)
+            true_vectors = self._candidates(group, self.run.gather(group.target_type.name, true_ids), rel)
             true_scores = self.model.comparator.pairs(query, true_vectors)
             known = None
             if self.filtered:
@@ -174,14 +157,16 @@ class Evaluator:
     @staticmethod
     def _pairs_in(known: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray, lo: int,
                   hi: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Known (row in batch, id) pairs of edges `rows` whose id falls in [lo, hi)."""
+        """Known (position in `rows`, id) pairs of the edges `rows` (sorted, not necessarily contiguous)
+        whose id falls in [lo, hi)."""
         if known is None:
             return None
         all_rows, ids = known
         start, stop = np.searchsorted(all_rows, [rows[0], rows[-1] + 1])
-        batch_rows, batch_ids = all_rows[start:stop] - rows[0], ids[start:stop]
-        inside = (batch_ids >= lo) & (batch_ids < hi)
-        return batch_rows[inside], batch_ids[inside]
+        candidate_rows, candidate_ids = all_rows[start:stop], ids[start:stop]
+        position = np.minimum(np.searchsorted(rows, candidate_rows), len(rows) - 1)
+        inside = (rows[position] == candidate_rows) & (candidate_ids >= lo) & (candidate_ids < hi)
+        return position[inside], candidate_ids[inside]
 
     def _rank_sampled(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray,
                       true_scores: Tensor, known: tuple[np.ndarray, np.ndarray] | None, counts: RankCounts) -> None:
@@ -190,7 +175,7 @@ class Evaluator:
         for start in range(0, n, self.batch_size):
             rows = np.arange(start, min(n, start + self.batch_size))
             sample = np.unique(self.rng.integers(0, spec.count, self.negatives))
-            candidates = self._candidates(group, self._gather(spec, sample), rel)
+            candidates = self._candidates(group, self.run.gather(spec.name, sample), rel)
             scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
             true_rows, true_cols = np.nonzero(true_ids[rows, None] == sample[None, :])
             excluded_rows, excluded_cols = [true_rows], [true_cols]
@@ -226,21 +211,30 @@ class Evaluator:
         return result
 
 
-def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: bool = True, negatives: int = 0,
-             batch_size: int = 512, max_edges: int = 0, seed: int = 0, dataset: str | Path | None = None,
-             progress: bool = False, save: bool = False, candidates: str = "all") -> dict[str, Any]:
+def evaluate(run: str | Path | TrainedRun, *, split: str | None = None, filtered: bool | None = None,
+             negatives: int | None = None, batch_size: int | None = None, max_edges: int | None = None,
+             seed: int = 0, dataset: str | Path | None = None, progress: bool = False, save: bool = False,
+             candidates: str | None = None) -> dict[str, Any]:
     """Link-prediction metrics (MRR, MR, Hits@1/3/10, AUC) of a run on a split of its dataset.
 
     Candidates are all entities of the true end's type; `negatives=N` samples N of them instead;
     `candidates="partition"` keeps only the true end's partition (PyTorch-BigGraph's all_negs
-    protocol, for comparisons). With `save`, the result is also written to
+    protocol, for comparisons). Arguments left as None come from the run's [eval] config section.
+    With `save`, the result is also written to
     RUN/eval.<split>.<filtered|raw>[.n<N>|.partition].json, where `shardgraph report` finds it.
     """
+    trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
+    defaults = trained.config.eval
+    split = defaults.split if split is None else split
+    filtered = defaults.filtered if filtered is None else filtered
+    negatives = defaults.negatives if negatives is None else negatives
+    candidates = defaults.candidates if candidates is None else candidates
+    batch_size = defaults.batch_size if batch_size is None else batch_size
+    max_edges = defaults.max_edges if max_edges is None else max_edges
     if split not in ("train", "valid", "test"):
         raise ShardgraphError(f"--split must be train, valid or test. Got {split!r} instead.")
     if negatives < 0:
         raise ShardgraphError(f"negatives must be 0 (all) or a positive number. Got {negatives} instead.")
-    trained = run if isinstance(run, TrainedRun) else TrainedRun(run, dataset=dataset)
     evaluator = Evaluator(trained, filtered=filtered, negatives=negatives, batch_size=batch_size, seed=seed,
                           progress=progress, candidates=candidates)
     result = evaluator.evaluate(split, max_edges=max_edges)
@@ -253,24 +247,3 @@ def evaluate(run: str | Path | TrainedRun, *, split: str = "test", filtered: boo
         except OSError as exc:
             log.warning(f"could not save the result in {trained.path}: {exc}")
     return result
-
-
-class EvalCallback(Callback):
-    """Evaluates the valid split every `training.eval_every` epochs, from the checkpoint just written."""
-
-    def __init__(self, run_dir: Path, config: Config) -> None:
-        self.run_dir = run_dir
-        self.every = config.training.eval_every
-        self.negatives = config.training.eval_negatives
-        self.filtered = config.eval.filtered
-        self.batch_size = config.eval.batch_size
-        self.max_edges = config.eval.max_edges
-
-    def on_epoch_end(self, stats: EpochStats) -> None:
-        if (stats.epoch + 1) % self.every:
-            return
-        result = evaluate(self.run_dir, split="valid", filtered=self.filtered, negatives=self.negatives,
-                          batch_size=self.batch_size, max_edges=self.max_edges)
-        stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"event": "eval", **result, "epoch": stats.epoch + 1}) + "\n")

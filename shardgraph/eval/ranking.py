@@ -5,7 +5,7 @@ For each evaluation edge and each direction, the true end is ranked among the ca
 partition, in blocks: one matrix product per (edge batch × candidate block), counting for
 each edge how many candidates score above the true end and how many tie with it. Only
 counts are kept, so the embeddings never need to fit in memory at once. Filtered ranking
-masks the other known true edges, looked up in a sorted index.
+masks the other known true edges, looked up in sorted files (shardgraph.data.known).
 
 Ties are ranked fairly: a true end tied with k other candidates gets the mean rank of the
 tied block, 1 + greater + k / 2, never the optimistic 1 + greater.
@@ -57,29 +57,6 @@ def metrics_from_counts(counts: RankCounts) -> dict[str, float]:
         out[f"hits@{k}"] = float(np.mean(ranks <= k))
     out["auc"] = float(np.mean(auc))
     return out
-
-
-class KnownEdges:
-    """A sorted index of true edges: for (known end, relation) the sorted ids of the other end."""
-
-    def __init__(self, known: np.ndarray, other: np.ndarray, rel: np.ndarray, num_relations: int) -> None:
-        self.num_relations = num_relations
-        keys = known.astype(np.int64) * num_relations + rel.astype(np.int64)
-        order = np.lexsort((other, keys))
-        self.keys = keys[order]
-        self.other = other.astype(np.int64)[order]
-
-    def lookup(self, known: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, other id) pairs of every known edge of each (known[row], rel[row])."""
-        keys = known.astype(np.int64) * self.num_relations + rel.astype(np.int64)
-        lo = np.searchsorted(self.keys, keys, side="left")
-        hi = np.searchsorted(self.keys, keys, side="right")
-        counts = hi - lo
-        total = int(counts.sum())
-        rows = np.repeat(np.arange(len(keys)), counts)
-        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-        positions = starts + np.arange(total)
-        return rows, self.other[positions]
 
 
 def count_block(scores: Tensor, true_scores: Tensor, counts: RankCounts, rows: np.ndarray,

@@ -44,10 +44,6 @@ class EntityTypeSpec:
     def count(self) -> int:
         return sum(self.partition_counts)
 
-    def partition_count(self, bucket_index: int) -> int:
-        """Entities of the partition a bucket index refers to (0 for an unpartitioned type)."""
-        return self.partition_counts[bucket_index if self.partitions > 1 else 0]
-
     def partition_of_bucket(self, bucket_index: int) -> int:
         return bucket_index if self.partitions > 1 else 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shardgraph.cli import add_json, command, emit
+from shardgraph.commands import add_json, command, emit
 
 
 def _setup(p: argparse.ArgumentParser) -> None:

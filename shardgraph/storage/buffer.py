@@ -48,12 +48,6 @@ class SharedTables:
     bias: dict[str, Tensor]  # type -> (D,) global vector (zeros, unused without model.global_bias)
     bias_state: dict[str, Tensor]
 
-    def nbytes(self) -> int:
-        tensors = [t for group in (self.slots, self.slot_state) for ts in group.values() for t in ts]
-        tensors += [*self.relations.values(), *self.relation_state.values(), *self.bias.values(),
-                    *self.bias_state.values()]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
 
 def init_partition(model: Model, entity_type: str, partition: int, out: Tensor, seed: int) -> None:
     """Fill `out` (rows, D) with the deterministic initial embeddings of a partition."""
@@ -116,8 +110,6 @@ class PartitionBuffer:
         self.dirty: set[PartitionKey] = set()
         self.in_use: set[PartitionKey] = set()
         self.loads = 0
-        self.writes = 0
-        self.waits = 0  # loads the training had to wait for
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardgraph-io") if prefetch else None
         self._pending: dict[PartitionKey, tuple[int, Future[bool]]] = {}
@@ -133,22 +125,16 @@ class PartitionBuffer:
     def slot_map(self, keys: Iterable[PartitionKey]) -> dict[PartitionKey, int]:
         return {key: self.resident[key] for key in keys}
 
-    def planned_bytes(self) -> int:
-        return self.shared.nbytes()
-
     # ------------------------------------------------------------------ loading
     def ensure(self, keys: Sequence[PartitionKey], upcoming: Sequence[Sequence[PartitionKey]] = ()) -> None:
         """Make `keys` resident (the bucket about to train), evicting what is needed furthest ahead."""
         self.in_use = set(keys)
-        if any(key in self._pending and not self._pending[key][1].done() for key in keys):
-            self.waits += 1
         self._settle()
         for key in keys:
             if key in self.resident:
                 continue
             slot = self._take_slot(key[0], avoid=set(keys), upcoming=upcoming, background=False)
             self._finish_load(key, slot, self._load(key, slot))
-            self.waits += 1
 
     def _settle(self) -> None:
         """Wait for the loads started by prefetch; their partitions become resident."""
@@ -236,7 +222,6 @@ class PartitionBuffer:
                                            self.shared.slot_state[entity_type][slot][:count])
         with self._lock:
             self.files[entity_type][partition] = files
-            self.writes += 1
 
     def forget(self, key: PartitionKey) -> None:
         """Drop a resident partition without writing it (its latest version is elsewhere)."""

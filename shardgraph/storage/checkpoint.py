@@ -232,6 +232,21 @@ class CheckpointStore:
         self.collect_garbage(keep)
         return version
 
+    def annotate(self, version: int, extra: Mapping[str, Any]) -> None:
+        """Add or replace keys of the manifest of checkpoint `version` (a record that is known only after
+        the checkpoint, such as the evaluation of it), atomically. Nothing happens if a newer checkpoint
+        is already current."""
+        manifest = self.manifest()
+        if manifest is None or int(manifest["version"]) != version:
+            return
+        manifest.update(extra)
+        text = json.dumps(manifest, indent=1)
+        try:
+            atomic_write_text(self.root / "history" / f"manifest.v{version}.json", text)
+            atomic_write_text(self.root / MANIFEST, text)
+        except OSError as exc:
+            raise CheckpointError(disk_full_message(exc, self.root) or f"cannot write the checkpoint: {exc}") from exc
+
     def collect_garbage(self, keep: int = 1) -> None:
         """Delete files that none of the last `keep` complete manifests refers to (and stale temp files)."""
         manifests = sorted(self._history(), key=lambda p: int(p.name.split(".v")[1].split(".")[0]))

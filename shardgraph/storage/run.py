@@ -19,6 +19,7 @@ from shardgraph.storage.checkpoint import CheckpointStore, from_numpy
 
 RUN_FORMAT = "shardgraph-run"
 RUN_FORMAT_VERSION = 1
+ADDED = "added"  # RUN/added/<type>.{ids.txt,npy}: entities embedded after training (embed-new)
 
 
 class TrainedRun:
@@ -92,6 +93,19 @@ class TrainedRun:
         part = raw if rows is None else raw[rows]
         tensor = from_numpy(np.array(part), self.storage_dtype(entity_type, partition)).float()
         return self.effective(entity_type, tensor) if effective else tensor
+
+    def gather(self, entity_type: str, ids: np.ndarray) -> Tensor:
+        """Effective float32 embeddings (n, D) of global ids of one type, read partition by partition."""
+        spec = self.model.entity_types[entity_type]
+        out = torch.empty(len(ids), spec.dim)
+        offsets = np.concatenate([[0], np.cumsum(spec.partition_counts)])
+        partition = np.searchsorted(offsets, ids, side="right") - 1
+        for p in np.unique(partition):
+            rows = np.flatnonzero(partition == p)
+            local = ids[rows] - offsets[p]
+            order = np.argsort(local)
+            out[torch.from_numpy(rows[order])] = self.embeddings(entity_type, int(p), rows=local[order])
+        return out
 
     def effective(self, entity_type: str, vectors: Tensor) -> Tensor:
         bias = self.biases.get(entity_type)

@@ -14,6 +14,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from shardgraph.config import Config
+from shardgraph.eval.evaluate import evaluate
+
 log = logging.getLogger("shardgraph.train")
 
 
@@ -145,3 +148,24 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return str(value)
+
+
+class EvalCallback(Callback):
+    """Evaluates the valid split every `training.eval_every` epochs, from the checkpoint just written."""
+
+    def __init__(self, run_dir: Path, config: Config) -> None:
+        self.run_dir = run_dir
+        self.every = config.training.eval_every
+        self.negatives = config.training.eval_negatives
+        self.filtered = config.eval.filtered
+        self.batch_size = config.eval.batch_size
+        self.max_edges = config.eval.max_edges
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        if (stats.epoch + 1) % self.every:
+            return
+        result = evaluate(self.run_dir, split="valid", filtered=self.filtered, negatives=self.negatives,
+                          batch_size=self.batch_size, max_edges=self.max_edges)
+        stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"event": "eval", **result, "epoch": stats.epoch + 1}) + "\n")

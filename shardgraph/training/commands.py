@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shardgraph.cli import add_config_args, add_json, command, emit, load_args_config
+from shardgraph.commands import add_config_args, add_json, command, emit, load_args_config
 
 
 def _setup(p: argparse.ArgumentParser) -> None:

@@ -53,14 +53,17 @@ def stochastic_round(x: Tensor, dtype: torch.dtype) -> Tensor:
 def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, lr: float) -> None:
     """Row-wise Adagrad on table[index] with gradient `grad` (len(index), D); state is (rows,).
 
-    A row that occurs several times in `index` is updated once per occurrence, as if the
-    occurrences came in consecutive steps (merging them would need a sort, which costs more
-    than the update; PyTorch-BigGraph's merged update learns the same quality). Rows with a
-    zero gradient are left unchanged. `grad` may be overwritten.
+    Semantics (both paths): the occurrences of `index` are applied one after the other, as
+    consecutive steps. Occurrence i adds mean(grad[i]²) to state[row] first, then moves the row
+    by -lr · grad[i] / (sqrt(state[row]) + eps), so a row met k times is stepped k times, each
+    with the state that includes the occurrences before it and itself. (Merging them would need
+    a sort, which costs more than the update; PyTorch-BigGraph's merged update learns the same
+    quality.) Rows with a zero gradient are left unchanged. `grad` may be overwritten.
 
     float32 and bfloat16 tables on the CPU take one pass of a compiled loop (no temporaries: this runs for
     every batch, and as torch ops cost as much as the loss); other dtypes and devices, or an
-    install without the compiled kernels, use torch ops.
+    install without the compiled kernels, use torch ops that compute the same steps (the sum of a
+    repeated row's steps is added at once, so results agree to float rounding).
     """
     kernels = _kernels()
     if (kernels is not None and table.device.type == "cpu" and table.dtype in (torch.float32, torch.bfloat16)
@@ -74,9 +77,25 @@ def rowwise_adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, 
         else:  # stochastic rounding, seeded from torch's generator (reproducible with the seed)
             kernels.rowwise_adagrad_bf16(*args, int(torch.randint(1 << 62, (1,)).item()))
         return
-    state.index_add_(0, index, (grad * grad).mean(1))
-    scale = state.index_select(0, index).sqrt_().add_(EPS).reciprocal_().mul_(-lr)
+    squares = (grad * grad).mean(1)
+    scale = -lr / (state.index_select(0, index) + _squares_so_far(index, squares)).sqrt_().add_(EPS)
+    state.index_add_(0, index, squares)
     _write_rows(table, index, grad.mul_(scale.unsqueeze(1)))
+
+
+def _squares_so_far(index: Tensor, squares: Tensor) -> Tensor:
+    """(n,) for each occurrence i: the sum of squares[j] over occurrences j <= i of the same row."""
+    order = torch.argsort(index, stable=True)
+    rows = index[order]
+    running = torch.cumsum(squares[order].double(), 0)
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]
+    starts = first.nonzero().squeeze(1)
+    before_group = running[starts] - squares[order][starts].double()
+    group = torch.cumsum(first.long(), 0) - 1
+    out = torch.empty_like(squares)
+    out[order] = (running - before_group[group]).to(squares.dtype)
+    return out
 
 
 def adagrad_(table: Tensor, state: Tensor, index: Tensor, grad: Tensor, lr: float) -> None:

@@ -111,20 +111,22 @@ class BatchStep:
         """Train on edges (lhs, rel, rhs), (B,) each, of one batch group. Returns the summed loss.
 
         `corrections` (training.sampling_correction) are subtracted from the candidates' scores."""
-        n = lhs.shape[0]
-        t = self.training
-        if t.all_negs:
-            chunk = n
-        else:
-            chunk = min(t.num_batch_negs, n) if t.num_batch_negs > 0 else n
-        full = (n // chunk) * chunk
-        loss = self._train_chunks(lhs_table, rhs_table, lhs[:full], rel[:full], rhs[:full], chunk, generator,
-                                  corrections)
-        if full < n:
-            rest = n - full
-            loss += self._train_chunks(lhs_table, rhs_table, lhs[full:], rel[full:], rhs[full:], rest, generator,
+        loss = 0.0
+        for rows, chunk in self.chunk_parts(lhs.shape[0]):
+            loss += self._train_chunks(lhs_table, rhs_table, lhs[rows], rel[rows], rhs[rows], chunk, generator,
                                        corrections)
         return loss
+
+    def chunk_parts(self, n: int) -> list[tuple[slice, int]]:
+        """How a batch of n edges is cut into chunks that share negatives: (rows, chunk size) of the part
+        made of whole chunks, then of the remainder (one smaller chunk)."""
+        t = self.training
+        chunk = n if t.all_negs or t.num_batch_negs <= 0 else min(t.num_batch_negs, n)
+        full = (n // chunk) * chunk
+        parts = [(slice(0, full), chunk)]
+        if full < n:
+            parts.append((slice(full, n), n - full))
+        return parts
 
     # ------------------------------------------------------------------ internals
     def _negatives(self, table: Table, chunks: int, generator: torch.Generator) -> Tensor:

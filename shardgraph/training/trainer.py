@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -38,6 +37,7 @@ from shardgraph.training.callbacks import (
     BucketStats,
     Callback,
     EpochStats,
+    EvalCallback,
     LogCallback,
     MetricsLogCallback,
     ProgressCallback,
@@ -55,6 +55,7 @@ from shardgraph.training.worker import (
     train_task,
 )
 from shardgraph.utils.atomic import atomic_write_text, raise_if_interrupted, terminate_as_interrupt
+from shardgraph.utils.lock import exclusive
 from shardgraph.utils.memory import PeakMemory
 
 log = logging.getLogger("shardgraph.train")
@@ -114,8 +115,13 @@ class BucketScheduler(ABC):
         """Buckets of the current epoch that are trained (what a mid-epoch checkpoint records)."""
         return 0
 
-    # hooks for schedulers that coordinate several trainers
+    # who this trainer is among several (one, here); a scheduler that coordinates several trainers
+    # sets these, so that the loop reads the same with one process or many
     partial_checkpoints = True  # can a checkpoint be taken in the middle of an epoch?
+    prepares_run_dir = True  # this trainer creates (or reopens) the run directory; the others join it
+    run_files_tag = ""  # tells apart the files (partitions, metrics) of trainers sharing a run directory
+    trainers_on_this_machine = 1  # they share its cores
+    evaluates = True  # this trainer runs the periodic evaluation (training.eval_every)
 
     def attach(self, buffer: PartitionBuffer) -> None:
         """The partition buffer of this trainer, before the first epoch."""
@@ -225,8 +231,7 @@ class Trainer:
 
     def __init__(self, config: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False,
                  overwrite: bool = False, callbacks: Sequence[Callback] = (), progress: bool = True,
-                 scheduler: BucketScheduler | None = None, rank: int = 0, prepare: bool = True,
-                 trainers_here: int = 1) -> None:
+                 scheduler: BucketScheduler | None = None) -> None:
         self.config = config
         self.dataset = dataset
         self.run_dir = run_dir
@@ -235,30 +240,29 @@ class Trainer:
             raise TrainingError(f"{dataset.path} has no training edges.")
         if config.training.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("training.device is cuda, but no CUDA device is available.")
-        self.rank = rank
-        if prepare:
-            self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
-        else:  # another trainer prepared the directory (distributed); files of this one carry its rank
-            self.store = CheckpointStore(run_dir, tag=f"r{rank}")
-            self.manifest = self.store.manifest() if resume else None
-        self.workers, self.threads = resolve_workers(config, trainers_here)
         partitions = self.model.num_partitions
         storage = config.storage
         self.slots = partitions if storage.buffer_partitions == 0 else min(storage.buffer_partitions, partitions)
-        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers)
-        check_memory(self.memory_plan, config, partitions)
         n_lhs = max((self.model.entity_types[r.lhs].partitions for r in self.model.relations), default=1)
         n_rhs = max((self.model.entity_types[r.rhs].partitions for r in self.model.relations), default=1)
         self.scheduler = scheduler or LocalScheduler(config, n_lhs, n_rhs, self.slots)
+        tag = self.scheduler.run_files_tag
+        if self.scheduler.prepares_run_dir:
+            self.store, self.manifest = prepare_run_dir(config, dataset, run_dir, resume, overwrite)
+        else:  # another trainer prepared the directory
+            self.store = CheckpointStore(run_dir, tag=tag)
+            self.manifest = self.store.manifest() if resume else None
+        self.workers, self.threads = resolve_workers(config, self.scheduler.trainers_on_this_machine)
+        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers)
+        check_memory(self.memory_plan, config, partitions)
         self.callbacks: list[Callback] = []
         if progress:
             self.callbacks.append(ProgressCallback(config.training.epochs))
-        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0 and rank == 0:
-            from shardgraph.eval.evaluate import EvalCallback
-
+        if config.training.eval_every > 0 and dataset.edge_count("valid") > 0 and self.scheduler.evaluates:
             self.callbacks.append(EvalCallback(run_dir, config))  # before the loggers: they report its result
-        metrics = run_dir / ("metrics.jsonl" if rank == 0 else f"metrics.r{rank}.jsonl")
+        metrics = run_dir / (f"metrics.{tag}.jsonl" if tag else "metrics.jsonl")
         self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(metrics), *callbacks]
+        self.history: list[dict[str, Any]] = []  # one record per finished epoch, kept in every checkpoint
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -270,10 +274,8 @@ class Trainer:
         t = config.training
         start_epoch = int(self.manifest["epoch"]) if self.manifest else 0
         start_bucket = int(self.manifest["buckets_done"]) if self.manifest else 0
-        history: list[dict[str, Any]] = []
+        history = self.history = list(self.manifest.get("history", [])) if self.manifest else []
         edges_total = 0
-        if self.manifest:
-            history = list(self.manifest.get("history", []))
         buffer = PartitionBuffer(self.model, self.store, self.manifest, slots=self.slots, seed=t.seed,
                                  storage_dtype=config.storage.storage_dtype, prefetch=config.storage.prefetch)
         pool: WorkerPool | None = None
@@ -301,13 +303,16 @@ class Trainer:
                                               "seconds": round(stats.seconds, 3), "loss": stats.mean_loss,
                                               "partition_loads": stats.partition_loads}
                     history.append(record)
+                    version = None
                     if self.scheduler.after_epoch(buffer):
-                        buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
-                                          extra={"history": history})
+                        version = buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
+                                                    extra={"history": history})
                     self.scheduler.after_checkpoint()
-                    self._emit("on_epoch_end", stats)
+                    self._emit("on_epoch_end", stats)  # evaluates the checkpoint just written
                     if stats.eval:
                         record["eval"] = stats.eval
+                        if version is not None:
+                            self.store.annotate(version, {"history": history})
             finally:
                 if pool is not None:
                     pool.close()
@@ -359,7 +364,8 @@ class Trainer:
             done = self.scheduler.buckets_done()
             if (t.checkpoint_every_buckets and self.scheduler.partial_checkpoints
                     and since_checkpoint >= t.checkpoint_every_buckets and done < buckets):
-                buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints, extra={})
+                buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints,
+                                  extra={"history": self.history})
                 since_checkpoint = 0
         self.scheduler.end_epoch()
         stats.seconds = time.perf_counter() - started
@@ -375,11 +381,9 @@ class Trainer:
 
         if pool is None:
             assert context is not None
-            task = BucketTask(epoch, lhs, rhs, path, 0, edges, slots, seed)
-            return [train_task(context, task, progress)]
-        bounds = np.linspace(0, edges, pool.workers + 1).astype(int)
-        tasks = [BucketTask(epoch, lhs, rhs, path, int(bounds[r]), int(bounds[r + 1]), slots, seed, rank=r)
-                 for r in range(pool.workers) if bounds[r + 1] > bounds[r]]
+            return [train_task(context, BucketTask(epoch, lhs, rhs, path, edges, slots, seed), progress)]
+        shares = min(pool.workers, edges)
+        tasks = [BucketTask(epoch, lhs, rhs, path, edges, slots, seed, rank=r, shares=shares) for r in range(shares)]
         return pool.run(tasks, progress)
 
 
@@ -399,11 +403,12 @@ def train(config: Config | str | Path, *, dataset: str | Path | None = None, run
         raise ConfigError("No dataset: set data.dataset in the config or pass --dataset.")
     data = Dataset(config.data.dataset)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    if config.walks.method != "none":
-        config, data = _walk_corpus(config, data, path, resume, overwrite, progress)
-    trainer = Trainer(config, data, path, resume=resume, overwrite=overwrite, callbacks=callbacks,
-                      progress=progress, scheduler=scheduler)
-    return trainer.run()
+    with exclusive(path, "training run"):
+        if config.walks.method != "none":
+            config, data = _walk_corpus(config, data, path, resume, overwrite, progress)
+        trainer = Trainer(config, data, path, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                          progress=progress, scheduler=scheduler)
+        return trainer.run()
 
 
 def _walk_corpus(config: Config, data: Dataset, path: Path, resume: bool, overwrite: bool,

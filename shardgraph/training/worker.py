@@ -1,10 +1,15 @@
 """Training a bucket: the edge stream, batches, and the HOGWILD worker processes.
 
-`train_task` is what trains: it streams a range of a bucket's edges from the memory-mapped
+`train_task` is what trains: it streams its share of a bucket's edges from the memory-mapped
 bucket file in chunks, shuffles each chunk, cuts it into batches of one group (relations
 that can share negatives) and runs the batch step. With one worker it runs in the trainer
 process; with several, each spawned worker runs it on its share of the bucket, all of them
 updating the same shared-memory tables without locks.
+
+A bucket file keeps the order of the input (often sorted by source). So that a chunk, and the
+batch negatives drawn from it, mixes edges from the whole bucket whatever that order, the
+bucket is cut into small blocks, the blocks are permuted (seeded by epoch and bucket), worker
+r takes every W-th block of the permutation, and a chunk gathers many random blocks.
 """
 
 from __future__ import annotations
@@ -41,17 +46,41 @@ ProgressFn = Callable[[int], None]
 
 @dataclass(frozen=True)
 class BucketTask:
-    """A range of one bucket's edges for one worker."""
+    """Share `rank` of `shares` of one bucket's edges, for one worker."""
 
     epoch: int
     lhs: int
     rhs: int
     path: str  # the bucket's .npy file
-    start: int
-    stop: int
+    edges: int
     slots: dict[PartitionKey, int]  # where the bucket's partitions sit in the shared slots
     seed: int
     rank: int = 0
+    shares: int = 1
+
+
+BLOCKS_PER_SHARE = 64  # at least this many blocks per worker, so that each share spans the bucket
+MAX_BLOCK_EDGES = 1 << 16  # edges of a block: long enough to read sequentially
+
+
+def share_chunks(task: BucketTask, chunk_edges: int) -> list[list[tuple[int, int]]]:
+    """The (begin, end) row ranges of the task's share, grouped into chunks of at most ~chunk_edges.
+
+    Every worker computes the same block permutation (seeded by the run's seed, the epoch and
+    the bucket), so the shares are disjoint and cover the bucket.
+    """
+    block = max(1, min(MAX_BLOCK_EDGES, task.edges // (task.shares * BLOCKS_PER_SHARE)))
+    blocks = -(-task.edges // block)
+    rng = np.random.default_rng([task.seed, task.epoch, task.lhs, task.rhs, 0x5EED])
+    mine = rng.permutation(blocks)[task.rank :: task.shares]
+    per_chunk = max(1, chunk_edges // block)
+    return [sorted((int(b) * block, min(task.edges, (int(b) + 1) * block)) for b in mine[first : first + per_chunk])
+            for first in range(0, len(mine), per_chunk)]
+
+
+def read_chunk(edges_file: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """(n, 3) rows of the given ranges of a memory-mapped bucket file, in one array."""
+    return np.concatenate([np.asarray(edges_file[begin:end]) for begin, end in ranges])
 
 
 @dataclass
@@ -195,8 +224,8 @@ def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task:
     pair_of_relation = np.array([pairs.index((rel.lhs, rel.rhs)) for rel in model.relations])
     degrees = {pair: (np.zeros(lhs.count, np.int64), np.zeros(rhs.count, np.int64))
                for pair, (lhs, rhs) in tables.items()}
-    for begin in range(task.start, task.stop, config.edge_chunk_size):
-        block = np.asarray(edges_file[begin:min(task.stop, begin + config.edge_chunk_size)])
+    for ranges in share_chunks(task, config.edge_chunk_size):
+        block = read_chunk(edges_file, ranges)
         of_edge = pair_of_relation[block[:, 1]] if len(pairs) > 1 else None
         for index, pair in enumerate(pairs):
             rows = block if of_edge is None else block[of_edge == index]
@@ -216,7 +245,7 @@ def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task:
 
 
 def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn | None = None) -> TaskResult:
-    """Train on edges [start, stop) of a bucket. Returns the summed loss and the edge count."""
+    """Train on the task's share of a bucket. Returns the summed loss and the edge count."""
     started = time.perf_counter()
     config = context.config.training
     model = context.model
@@ -224,18 +253,13 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     rng = np.random.default_rng(seed_seq)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     edges_file = np.load(task.path, mmap_mode="r")
-    total = task.stop - task.start
-    chunk = config.edge_chunk_size
     loss_sum = 0.0
     done = 0
     tables, write_back = context.bucket_tables(task)
     corrections = sampling_corrections(context, edges_file, task, tables) if config.sampling_correction else {}
-    for chunk_index in rng.permutation(max(1, -(-total // chunk))):
-        begin = task.start + int(chunk_index) * chunk
-        end = min(task.stop, begin + chunk)
-        if end <= begin:
-            continue
-        block = torch.from_numpy(np.asarray(edges_file[begin:end], dtype=np.int64))
+    chunks = share_chunks(task, config.edge_chunk_size)
+    for chunk_index in rng.permutation(len(chunks)):
+        block = torch.from_numpy(read_chunk(edges_file, chunks[chunk_index]).astype(np.int64))
         if context.device.type != "cpu":
             block = block.to(context.device)
         for batch in iter_batches(block, context.group_of_relation, context.single_group, config.batch_size,

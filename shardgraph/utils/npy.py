@@ -28,7 +28,8 @@ class NpyAppender:
     The xxh3-64 of the payload (the bytes after the header) is kept as rows are written.
     """
 
-    def __init__(self, path: str | Path, dtype: np.dtype | type, width: int) -> None:
+    def __init__(self, path: str | Path, dtype: np.dtype | type, width: int | None) -> None:
+        """`width` None: a 1-D array of shape (rows,)."""
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         self.width = width
@@ -36,12 +37,12 @@ class NpyAppender:
         self._hash = xxhash.xxh3_64()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "wb") as f:
-            f.write(npy_header(self.dtype, (0, width)))
+            f.write(npy_header(self.dtype, self._shape()))
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if rows.ndim != 2 or rows.shape[1] != self.width:
-            raise ValueError(f"expected rows of width {self.width}, got shape {rows.shape}")
+        if rows.shape[1:] != self._shape()[1:]:
+            raise ValueError(f"expected rows of shape {self._shape()[1:]}, got shape {rows.shape}")
         data = rows.data  # the array's own bytes, no copy
         with open(self.path, "ab") as f:
             f.write(data)
@@ -51,10 +52,13 @@ class NpyAppender:
     def close(self) -> str:
         """Write the final header; return the payload checksum."""
         with open(self.path, "r+b") as f:
-            f.write(npy_header(self.dtype, (self.rows, self.width)))
+            f.write(npy_header(self.dtype, self._shape()))
             f.flush()
             os.fsync(f.fileno())
         return self.checksum
+
+    def _shape(self) -> tuple[int, ...]:
+        return (self.rows,) if self.width is None else (self.rows, self.width)
 
     @property
     def checksum(self) -> str:

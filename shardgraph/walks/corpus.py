@@ -131,7 +131,7 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
     with atomic_directory(out, overwrite=overwrite) as root:
         for entry in dataset.manifest.get("dictionaries", []):
             _link_or_copy(dataset.path / entry["file"], root / entry["file"])
-        buckets = _Buckets(root, "train", num_partitions)
+        buckets = _Buckets(root, "train", num_partitions, ())
         bar = tqdm(total=total_walks, unit=" walks", unit_scale=True, disable=None if progress else True,
                    desc=f"{w.method} walks", mininterval=0.5)
         block_started = time.perf_counter()
@@ -151,7 +151,7 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
             rows[:, 0] = lhs_local
             rows[:, 1] = lhs_type * num_types + rhs_type if num_types > 1 else 0
             rows[:, 2] = rhs_local
-            buckets.append(lhs_part, rhs_part, rows)
+            buckets.append(lhs_part, rhs_part, rows, {})
             per_relation += np.bincount(rows[:, 1], minlength=len(relations))
             pairs_total += len(centre)
             bar.update(len(block.lengths))

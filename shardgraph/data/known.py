@@ -1,0 +1,136 @@
+"""The known edges of a dataset (train, valid and test), indexed for filtered ranking, out of core.
+
+Filtered evaluation and `predict` ask, for a batch of (known end, relation) pairs, every id
+of the other end that forms a known edge. The index answers from sorted files memory-mapped
+from the dataset directory, one per partition of the known end, so that neither building
+nor querying it needs the edge list in memory:
+
+    DATASET/known/meta.json                      what it was built from
+    DATASET/known/<predict>/part_<p>.keys.npy    (n,) int64 sorted: known global id * R + relation
+    DATASET/known/<predict>/part_<p>.other.npy   (n,) int64: the other end's global id, sorted per key
+
+`predict` is "rhs" (known end = lhs, files per lhs bucket index) or "lhs" (known end = rhs).
+Building reads the buckets of one partition of the known end at a time (all splits) and sorts
+them: memory is bounded by the largest partition's edges (16 bytes each), not by the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from shardgraph.data.dataset import LHS, REL, RHS, SPLITS, Dataset
+from shardgraph.data.derived import is_current, source_key
+from shardgraph.utils.atomic import atomic_directory
+
+log = logging.getLogger(__name__)
+
+KNOWN_FORMAT_VERSION = 1
+DIRECTIONS = ("rhs", "lhs")
+
+
+class KnownEdges:
+    """Lookups of the known edges of one direction (predict "rhs": known end lhs; "lhs": known end rhs)."""
+
+    def __init__(self, dataset: Dataset, predict: str, directory: Path) -> None:
+        if predict not in DIRECTIONS:
+            raise ValueError(f"predict must be rhs or lhs, not {predict!r}")
+        self.num_relations = len(dataset.relations)
+        types = dataset.entity_types
+        known_side = [r.lhs if predict == "rhs" else r.rhs for r in dataset.relations]
+        # the bucket index of a known id: its partition for a partitioned type, 0 otherwise
+        self._offsets = [types[t].offsets if types[t].partitions > 1 else None for t in known_side]
+        parts = dataset.num_partitions
+        self._keys = [np.load(directory / predict / f"part_{p}.keys.npy", mmap_mode="r") for p in range(parts)]
+        self._other = [np.load(directory / predict / f"part_{p}.other.npy", mmap_mode="r") for p in range(parts)]
+
+    def _bucket_index(self, known: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        index = np.zeros(len(known), dtype=np.int64)
+        for r in np.unique(rel):
+            offsets = self._offsets[int(r)]
+            if offsets is not None:
+                rows = rel == r
+                index[rows] = np.searchsorted(offsets, known[rows], side="right") - 1
+        return index
+
+    def lookup(self, known: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, other id) pairs of every known edge of each (known[row], rel[row]), rows ascending.
+
+        known, rel: (n,) global ids of the known end's type and relation ids."""
+        known = np.asarray(known, dtype=np.int64)
+        rel = np.asarray(rel, dtype=np.int64)
+        keys = known * self.num_relations + rel
+        bucket = self._bucket_index(known, rel)
+        found_rows, found_other = [], []
+        for p in np.unique(bucket):
+            if p >= len(self._keys):  # ids beyond the dataset (entities added after training): no known edges
+                continue
+            rows = np.flatnonzero(bucket == p)
+            sorted_keys, other = self._keys[int(p)], self._other[int(p)]
+            lo = np.searchsorted(sorted_keys, keys[rows], side="left")
+            hi = np.searchsorted(sorted_keys, keys[rows], side="right")
+            counts = hi - lo
+            total = int(counts.sum())
+            if total == 0:
+                continue
+            starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+            found_rows.append(np.repeat(rows, counts))
+            found_other.append(np.asarray(other[starts + np.arange(total)]))
+        if not found_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        all_rows, all_other = np.concatenate(found_rows), np.concatenate(found_other)
+        order = np.argsort(all_rows, kind="stable")
+        return all_rows[order], all_other[order]
+
+
+def known_directory(dataset: Dataset) -> Path:
+    return dataset.path / "known"
+
+
+def load_known_edges(dataset: Dataset, predict: str) -> KnownEdges:
+    """The index of one direction, built on first use (or when the dataset changed)."""
+    directory = known_directory(dataset)
+    source = source_key(dataset, SPLITS)
+    if not is_current(directory, source, KNOWN_FORMAT_VERSION):
+        build_known_edges(dataset, directory, source)
+    return KnownEdges(dataset, predict, directory)
+
+
+def build_known_edges(dataset: Dataset, directory: Path, source: str) -> None:
+    """Write the sorted key files of both directions, one partition of the known end at a time."""
+    types = dataset.entity_types
+    relations = dataset.relations
+    num_relations = len(relations)
+
+    def offsets_of(side: str, bucket_index: int) -> np.ndarray:
+        """(R,) global id of local id 0 of the bucket's partition of each relation's `side` type."""
+        return np.array([types[getattr(r, side)].offsets[bucket_index if types[getattr(r, side)].partitions > 1
+                                                           else 0] for r in relations], dtype=np.int64)
+
+    log.info("indexing the known edges of %s for filtered ranking", dataset.path)
+    with atomic_directory(directory, overwrite=True) as temp:
+        for predict in DIRECTIONS:
+            (temp / predict).mkdir()
+            for p in range(dataset.num_partitions):
+                keys, others = [], []
+                for split in SPLITS:
+                    for info in dataset.buckets(split):
+                        if (info.lhs if predict == "rhs" else info.rhs) != p:
+                            continue
+                        edges = np.asarray(dataset.bucket_edges(split, info.lhs, info.rhs), dtype=np.int64)
+                        rel = edges[:, REL]
+                        lhs_off, rhs_off = offsets_of("lhs", info.lhs), offsets_of("rhs", info.rhs)
+                        lhs_global, rhs_global = edges[:, LHS] + lhs_off[rel], edges[:, RHS] + rhs_off[rel]
+                        known, other = (lhs_global, rhs_global) if predict == "rhs" else (rhs_global, lhs_global)
+                        keys.append(known * num_relations + rel)
+                        others.append(other)
+                key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+                other = np.concatenate(others) if others else np.zeros(0, np.int64)
+                order = np.lexsort((other, key))
+                np.save(temp / predict / f"part_{p}.keys.npy", key[order])
+                np.save(temp / predict / f"part_{p}.other.npy", other[order])
+        (temp / "meta.json").write_text(json.dumps({"format_version": KNOWN_FORMAT_VERSION, "source": source,
+                                                    "partitions": dataset.num_partitions}))

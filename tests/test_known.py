@@ -1,0 +1,92 @@
+"""The out-of-core index of known edges equals a set of the dataset's edges built by name."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import shardgraph.data.known as known_module
+from shardgraph.data.dataset import Dataset
+from shardgraph.data.importer import import_edges
+from shardgraph.data.known import known_directory, load_known_edges
+from tests.test_csr import _typed_graph
+
+
+def _naive(dataset: Dataset, predict: str) -> dict[tuple[str, int, int], set[int]]:
+    """(known type, known global id, relation) -> other ends' global ids, from the edge lists."""
+    out: dict[tuple[str, int, int], set[int]] = collections.defaultdict(set)
+    for split in ("train", "valid", "test"):
+        for lhs, rel, rhs in dataset.global_edges(split).tolist():
+            relation = dataset.relations[rel]
+            if predict == "rhs":
+                out[(relation.lhs, lhs, rel)].add(rhs)
+            else:
+                out[(relation.rhs, rhs, rel)].add(lhs)
+    return out
+
+
+def _check(dataset: Dataset) -> None:
+    rng = np.random.default_rng(0)
+    for predict in ("rhs", "lhs"):
+        expected = _naive(dataset, predict)
+        index = load_known_edges(dataset, predict)
+        # every (known id, relation) of the right type, plus pairs with no edges
+        queries = []
+        for rel, relation in enumerate(dataset.relations):
+            known_type = relation.lhs if predict == "rhs" else relation.rhs
+            queries += [(known_type, g, rel) for g in range(dataset.entity_types[known_type].count)]
+        order = rng.permutation(len(queries))
+        queries = [queries[i] for i in order]
+        rows, other = index.lookup(np.array([q[1] for q in queries]), np.array([q[2] for q in queries]))
+        assert np.all(np.diff(rows) >= 0)
+        got: dict[int, list[int]] = collections.defaultdict(list)
+        for row, o in zip(rows.tolist(), other.tolist(), strict=True):
+            got[row].append(o)
+        for row, query in enumerate(queries):
+            assert sorted(got.get(row, [])) == sorted(expected.get(query, set())) or (
+                # multi-edges are listed once per edge
+                set(got.get(row, [])) == expected.get(query, set())), (predict, query)
+
+
+def test_known_edges_of_a_typed_graph(tmp_path: Path) -> None:
+    path, _ = _typed_graph(tmp_path)
+    _check(Dataset(path))
+
+
+def test_known_edges_of_umls_in_four_partitions(tmp_path: Path, umls: dict[str, Path]) -> None:
+    import_edges([umls["train"]], tmp_path / "ds", valid=[umls["valid"]], test=[umls["test"]], partitions=4,
+                 progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    _check(dataset)
+    # ids beyond the dataset (entities added after training, embed-new) have no known edges
+    index = load_known_edges(dataset, "rhs")
+    count = dataset.entity_types["entity"].count
+    rows, _ = index.lookup(np.array([count, count + 5, 0]), np.array([0, 1, 0]))
+    assert set(rows.tolist()) <= {2}
+    # kept, and rebuilt only when the edges change
+    meta = known_directory(dataset) / "meta.json"
+    built = meta.stat().st_mtime_ns
+    load_known_edges(Dataset(tmp_path / "ds"), "lhs")
+    assert meta.stat().st_mtime_ns == built
+
+
+def test_building_reads_one_partition_at_a_time(tmp_path: Path, umls: dict[str, Path],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory of the build: the largest array sorted at once holds the edges of one known partition."""
+    import_edges([umls["train"]], tmp_path / "ds", valid=[umls["valid"]], test=[umls["test"]], partitions=4,
+                 progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    sizes: list[int] = []
+    original = np.lexsort
+
+    def recording(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+        sizes.append(len(keys[0]))
+        return original(keys)
+
+    monkeypatch.setattr(known_module.np, "lexsort", recording)
+    load_known_edges(dataset, "rhs")
+    total = sum(dataset.edge_count(split) for split in ("train", "valid", "test"))
+    assert len(sizes) == 8 and sum(sizes) == 2 * total and max(sizes) < total / 2
