@@ -200,9 +200,38 @@ class EvalConfig:
     max_edges: int = opt(0, "evaluate at most this many edges (a seeded sample); 0 = all", non_negative)
 
 
+WALK_METHODS = ("none", "deepwalk", "node2vec", "metapath2vec")
+
+
+@dataclass(frozen=True)
+class WalksConfig:
+    """Random-walk embeddings: walks over the graph become skip-gram (node, context) edges, trained as usual."""
+
+    method: str = opt("none", "none (train on the edges), or train on walks: " + ", ".join(WALK_METHODS[1:]),
+                      one_of(*WALK_METHODS))
+    walks_per_node: int = opt(10, "walks started from every node that has a neighbour", positive)
+    walk_length: int = opt(80, "nodes per walk", at_least(2))
+    window: int = opt(10, "context window: nodes up to this far apart in a walk form a pair", at_least(1))
+    shrink_window: bool = opt(True, "word2vec's shrunk window: each centre draws its window in 1..window")
+    sample: float = opt(1e-3, "word2vec's subsampling of frequent nodes (threshold, as gensim's sample); 0 = off",
+                        non_negative)
+    p: float = opt(1.0, "node2vec return parameter (1/p = weight of going back)", positive)
+    q: float = opt(1.0, "node2vec in-out parameter (1/q = weight of moving away)", positive)
+    metapaths: tuple[str, ...] = opt(
+        (), "metapath2vec: metapaths over entity types and relations, e.g. 'user-clicks-article-clicks_rev-user' "
+        "('<rel>_rev' walks a relation backwards; 'user-article-user' names types only)")
+    directed: bool = opt(False, "walk edges only from lhs to rhs (default: both ways)")
+    weighted: bool = opt(True, "walk by the 'weight' edge attribute where the dataset has one")
+    block_walks: int = opt(4096, "walks generated at a time (bounds memory: about 200 bytes per node of a walk)",
+                           positive)
+    threads: int = opt(0, "walker threads; 0 = one per core", non_negative)
+    seed: int = opt(0, "seed of the walks and windows: the same seed gives the same walks on any thread count",
+                    non_negative)
+
+
 @dataclass(frozen=True)
 class Config:
-    """The whole config. Sections: data, entities, relations, model, training, storage, eval."""
+    """The whole config. Sections: data, entities, relations, model, training, storage, eval, walks."""
 
     data: DataConfig = opt(DataConfig(), "data")
     entities: dict[str, EntityConfig] = opt(
@@ -215,6 +244,7 @@ class Config:
     training: TrainingConfig = opt(TrainingConfig(), "training")
     storage: StorageConfig = opt(StorageConfig(), "storage")
     eval: EvalConfig = opt(EvalConfig(), "eval")
+    walks: WalksConfig = opt(WalksConfig(), "walks")
 
     # --------------------------------------------------------------- derived views
     def entity_dimension(self, entity_type: str) -> int:
@@ -365,6 +395,19 @@ def _check_consistency(config: Config) -> None:
                           "true every entity is a candidate and there is nothing to correct. Turn one of them off.")
     if config.storage.buffer_partitions == 1:
         raise ConfigError("storage.buffer_partitions must be 0 (all) or >= 2. Got 1 instead.")
+    _check_walks(config.walks)
+
+
+def _check_walks(walks: WalksConfig) -> None:
+    """Walk keys that depend on each other (the metapaths are checked against the dataset later)."""
+    if walks.method == "metapath2vec" and not walks.metapaths:
+        raise ConfigError("walks.metapaths must list at least one metapath when walks.method = \"metapath2vec\", "
+                          "e.g. [\"user-clicks-article-clicks_rev-user\"].")
+    if walks.method != "metapath2vec" and walks.metapaths:
+        raise ConfigError(f"walks.metapaths is only read by walks.method = \"metapath2vec\". Got method "
+                          f"{walks.method!r} instead.")
+    if walks.method == "deepwalk" and (walks.p != 1.0 or walks.q != 1.0):
+        raise ConfigError("walks.p and walks.q are node2vec's; set walks.method = \"node2vec\" to use them.")
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
@@ -506,7 +549,7 @@ def dump_config(config: Config, commented: bool = True) -> str:
     if commented:
         out += ["# shardgraph config. Every key has a default; delete what you do not change.",
                 "# Override any key on the command line: -p section.key=value", ""]
-    for section in ("data", "model", "training", "storage", "eval"):
+    for section in ("data", "model", "training", "storage", "eval", "walks"):
         obj = getattr(config, section)
         out.append(f"[{section}]")
         if commented:

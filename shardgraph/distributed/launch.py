@@ -162,6 +162,14 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
         config = config.replace(data=dataclasses.replace(config.data, dataset=str(dataset)))
     if not config.data.dataset:
         raise ConfigError("No dataset: set data.dataset in the config or pass --dataset.")
+    if config.walks.method != "none":
+        from shardgraph.walks.corpus import is_walk_corpus, training_config
+
+        corpus = Dataset(config.data.dataset)
+        if not is_walk_corpus(corpus):
+            raise ConfigError("Distributed trainers do not walk: build the walk corpus first with `shardgraph walks "
+                              "CONFIG --out DIR`, then launch the trainers with -p data.dataset=DIR.")
+        config = training_config(config, corpus)
     if config.training.workers == 0:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         per_trainer = max(1, cores // env["local_world_size"])

@@ -404,9 +404,28 @@ def train(config: Config | str | Path, *, dataset: str | Path | None = None, run
     data = Dataset(config.data.dataset)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
     with exclusive(path, "training run"):
+        if config.walks.method != "none":
+            config, data = _walk_corpus(config, data, path, resume, overwrite, progress)
         trainer = Trainer(config, data, path, resume=resume, overwrite=overwrite, callbacks=callbacks,
                           progress=progress, scheduler=scheduler)
         return trainer.run()
+
+
+def _walk_corpus(config: Config, data: Dataset, path: Path, resume: bool, overwrite: bool,
+                 progress: bool) -> tuple[Config, Dataset]:
+    """[walks]: the run trains the skip-gram pairs of the graph's walks (built in RUN/walks, or reused;
+    or `data` is already a walk corpus, from `shardgraph walks`)."""
+    from shardgraph.walks.corpus import is_walk_corpus, training_config, walk_corpus
+
+    if is_walk_corpus(data):
+        return training_config(config, data), data
+    if (path / "checkpoint" / "manifest.json").exists() and not resume:
+        if not overwrite:
+            raise CheckpointError(f"{path} already holds a trained run; pass --resume to continue it or "
+                                  "--overwrite to start again.")
+        shutil.rmtree(path)
+    corpus = walk_corpus(config, data, path, progress=progress)
+    return training_config(config, corpus), corpus
 
 
 def _with_dataset(config: Config, dataset: str) -> Any:
