@@ -5,6 +5,9 @@
       entities/<type>/part_<p>.txt       the ids of partition p, one per line; line k = local id k
       edges/<split>/bucket_<i>_<j>.npy   (N, 3) int32 rows (lhs local id, relation id, rhs local id)
                                          of the edges from lhs partition i to rhs partition j
+      edges/<split>/bucket_<i>_<j>.<attribute>.npy
+                                         (N,) float32 per-edge attribute (e.g. weight), row k of the
+                                         bucket's row k; listed in the manifest's "edge_attributes"
 
 Edge files are plain .npy, memory-mappable with np.load(mmap_mode="r").
 """
@@ -39,6 +42,10 @@ def bucket_file(split: str, lhs_partition: int, rhs_partition: int) -> str:
     return f"edges/{split}/bucket_{lhs_partition}_{rhs_partition}.npy"
 
 
+def attribute_file(split: str, lhs_partition: int, rhs_partition: int, attribute: str) -> str:
+    return f"edges/{split}/bucket_{lhs_partition}_{rhs_partition}.{attribute}.npy"
+
+
 @dataclass(frozen=True)
 class EntityTypeInfo:
     name: str
@@ -70,6 +77,7 @@ class BucketInfo:
     edges: int
     file: str
     checksum: str
+    attributes: dict[str, tuple[str, str]]  # name -> (file, xxh3)
 
 
 class Dataset:
@@ -120,7 +128,8 @@ class Dataset:
     # ------------------------------------------------------------------ edges
     def buckets(self, split: str) -> list[BucketInfo]:
         """Non-empty buckets of a split."""
-        return [BucketInfo(b["lhs"], b["rhs"], b["edges"], b["file"], b["xxh3"])
+        return [BucketInfo(b["lhs"], b["rhs"], b["edges"], b["file"], b["xxh3"],
+                           {name: (a["file"], a["xxh3"]) for name, a in b.get("attributes", {}).items()})
                 for b in self.manifest["splits"].get(split, {}).get("buckets", [])]
 
     def bucket(self, split: str, lhs_partition: int, rhs_partition: int) -> BucketInfo | None:
@@ -146,6 +155,35 @@ class Dataset:
             raise DatasetError(f"{path} holds {edges.shape} edges; the manifest says ({info.edges}, 3). "
                                "The dataset is corrupt: re-import it.")
         return edges
+
+    @property
+    def edge_attributes(self) -> tuple[str, ...]:
+        """Names of the per-edge float32 attributes the import kept (e.g. "weight")."""
+        return tuple(self.manifest.get("edge_attributes", ()))
+
+    def bucket_attribute(self, split: str, lhs_partition: int, rhs_partition: int, name: str) -> np.ndarray:
+        """(N,) float32 memory map of one attribute of a bucket's edges; empty if the bucket has no edges."""
+        if name not in self.edge_attributes:
+            raise DatasetError(f"{self.path} has no edge attribute {name!r}; "
+                               f"it has {list(self.edge_attributes) or 'none'}.")
+        info = self.bucket(split, lhs_partition, rhs_partition)
+        if info is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._load_attribute(info, name)
+
+    def _load_attribute(self, info: BucketInfo, name: str) -> np.ndarray:
+        if name not in info.attributes:
+            raise DatasetError(f"The manifest of {self.path} lists no {name!r} file for {info.file}; "
+                               "the dataset is corrupt: re-import it.")
+        path = self.path / info.attributes[name][0]
+        try:
+            values = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path} cannot be read: {exc}") from None
+        if values.shape != (info.edges,):
+            raise DatasetError(f"{path} holds {values.shape} values; the manifest says ({info.edges},). "
+                               "The dataset is corrupt: re-import it.")
+        return values
 
     def iter_edges(self, split: str) -> Iterator[tuple[BucketInfo, np.ndarray]]:
         for info in self.buckets(split):
@@ -204,6 +242,9 @@ class Dataset:
             for info in self.buckets(split):
                 if payload_checksum(np.asarray(self._load_edges(info))) != info.checksum:
                     raise DatasetError(f"{self.path / info.file} does not match its checksum; re-import the dataset.")
+                for name, (file, checksum) in info.attributes.items():
+                    if payload_checksum(np.asarray(self._load_attribute(info, name))) != checksum:
+                        raise DatasetError(f"{self.path / file} does not match its checksum; re-import the dataset.")
 
     def summary(self) -> dict[str, Any]:
         return {
