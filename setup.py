@@ -1,4 +1,4 @@
-"""Build of the optional C kernel (shardgraph/_kernels.c); everything else is in pyproject.toml."""
+"""Build of the optional C kernels (shardgraph/_kernels.c, _sampler.c); everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -10,6 +10,13 @@ setup(
             # -ffast-math lets the compiler vectorise the sum of squares (order of a float sum)
             extra_compile_args=["-O3", "-ffast-math", "-fno-finite-math-only"],
             optional=True,  # no compiler: the same update runs as torch ops
-        )
+        ),
+        Extension(
+            "shardgraph._sampler",
+            ["shardgraph/_sampler.c"],
+            extra_compile_args=["-O3", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+            optional=True,  # no compiler or no OpenMP: the GraphSAGE sampler runs as numpy ops
+        ),
     ]
 )

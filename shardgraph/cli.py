@@ -194,7 +194,7 @@ def _load_command_modules() -> None:
     import importlib
 
     for module in ("shardgraph.training.commands", "shardgraph.eval.commands", "shardgraph.embeddings.commands",
-                   "shardgraph.report.commands"):
+                   "shardgraph.report.commands", "shardgraph.gnn.commands"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

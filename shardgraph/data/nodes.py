@@ -433,7 +433,7 @@ def _finish_partition(root: Path, entity_type: str, partition: int, count: int, 
         where[ids[sel] - at] = sel
         has = where >= 0
         starts, lengths = read_start[where[has]], nnz[where[has]]
-        gather = _ranges(starts, lengths)
+        gather = ranges(starts, lengths)
         indices_out.append(np.asarray(columns[gather])[:, None])
         values_out.append(np.asarray(values[gather])[:, None])
         block = np.zeros((len(local), dense_width), dtype=np.float32)
@@ -455,7 +455,7 @@ def _finish_partition(root: Path, entity_type: str, partition: int, count: int, 
             for name, path in out.items()]
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of arange(s, s + l) over (starts, lengths)."""
     total = int(lengths.sum())
     row_of = np.repeat(np.arange(len(lengths)), lengths)
@@ -499,7 +499,8 @@ class NodeTables:
     def array(self, partition: int, name: str) -> np.ndarray:
         file = self.path / node_file(self.entity_type, partition, name)
         try:
-            return np.load(file, mmap_mode="r")
+            array = np.load(file, mmap_mode="r")
+            return array[:, 0] if array.ndim == 2 and name != "dense" else array
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{file} cannot be read: {exc}; re-import the dataset.") from None
 
