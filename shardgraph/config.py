@@ -260,6 +260,8 @@ class SageConfig:
     split_fractions: tuple[float, ...] = opt([0.6, 0.2, 0.2], "stratified split of the labelled nodes")
     seed: int = opt(0, "seed of the split, the initialisation, dropout and sampling", non_negative)
     threads: int = opt(0, "torch and sampler threads; 0 = all cores", non_negative)
+    checkpoint_seconds: float = opt(60.0, "write the resumable checkpoint at most this often (and at the end)",
+                                    non_negative)
 
 
 @dataclass(frozen=True)

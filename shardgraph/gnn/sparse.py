@@ -65,7 +65,7 @@ class SparseMatrix:
         return prefix.with_values(self.values[:end])
 
     def torch(self) -> Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, self.values, size=self.shape)
+        return torch.sparse_csr_tensor(self.crow, self.col, self.values, size=self.shape, check_invariants=False)
 
 
 class _SparseMatmul(torch.autograd.Function):

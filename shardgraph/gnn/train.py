@@ -41,7 +41,6 @@ from shardgraph.utils.memory import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SECONDS = 60.0
 MODEL_VERSION = 1
 
 
@@ -257,7 +256,7 @@ class SageTrainer:
                     self.bad_epochs += sage.eval_every
                 stop = self.bad_epochs >= sage.patience
                 self.seconds = time.perf_counter() - started
-                if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS or stop:
+                if time.monotonic() - last_checkpoint >= sage.checkpoint_seconds or stop:
                     history_file.flush()
                     self.save_checkpoint()
                     last_checkpoint = time.monotonic()
