@@ -124,6 +124,8 @@ def main() -> None:
                       **{k: result[k] for k in ("accuracy", "std", "top2_accuracy", "macro_f1", "seconds")},
                       "peak_mem_mb": measured["peak_mem_mb"], "seeds": args.seeds, "threads": args.threads,
                       "wall_seconds": measured["seconds"], "load_before": load, "load_after": machine_load()}
+            if tool == "shardgraph" and args.param:
+                record["params"] = args.param
             if tool == "pyg":
                 record["peer_reported_peak_rss_mb"] = result["peak_mem_mb"]
                 record["epochs_mean"] = result.get("epochs_mean")

@@ -199,8 +199,21 @@ def test_full_batch_and_minibatch_training_give_the_same_predictions(planted: di
     with torch.no_grad():
         whole = full_model.model(features.gather(nodes), [full_adjacency(full_model.data.indptr,
                                                                          full_model.data.indices, "mean")] * 2)
-    torch.testing.assert_close(torch.softmax(whole, 1).numpy(), mini_model.probabilities(nodes), rtol=1e-4,
-                               atol=1e-5)
+    expected = torch.softmax(whole, 1).numpy()
+    np.testing.assert_allclose(mini_model.probabilities(nodes, method="sampled"), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mini_model.probabilities(nodes, method="layerwise"), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("aggregator", ["gcn", "max"])
+def test_other_aggregators_train_and_agree_with_the_whole_graph(planted: dict[str, Path], tmp_path: Path,
+                                                                aggregator: str) -> None:
+    run = train_sage(sage_config(planted, f"sage.aggregator='{aggregator}'", "sage.epochs=30"), tmp_path / "r")
+    assert run.metrics["test"]["accuracy"] > 0.6
+    model = load_sage(run.path)
+    nodes = np.arange(90)
+    sampled = model.probabilities(nodes, method="sampled")
+    if aggregator == "gcn":
+        np.testing.assert_allclose(model.probabilities(nodes, method="layerwise"), sampled, rtol=1e-4, atol=1e-5)
 
 
 def test_inductive_prediction_equals_transductive_when_the_neighbourhood_is_unchanged(

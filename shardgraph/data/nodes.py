@@ -16,6 +16,7 @@ block and one partition's row index.
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,7 +91,9 @@ def table_columns(path: Path) -> list[str]:
         return list(pq.ParquetFile(path).schema_arrow.names)
     with open_binary(path) as f:
         first = f.readline().decode("utf-8", "replace").rstrip("\r\n")
-    return [c.strip() for c in first.split("\t" if table_format(path) == "tsv" else ",")]
+    if table_format(path) == "tsv":
+        return [c.strip() for c in first.split("\t")]
+    return [c.strip() for c in next(csv.reader([first]))] if first else []
 
 
 def read_table_blocks(path: Path, columns: Sequence[str], block_mb: int) -> Iterator[tuple[pa.Table, int]]:

@@ -25,6 +25,7 @@ from shardgraph.config import Config, config_from_dict
 from shardgraph.data.dataset import Dataset
 from shardgraph.data.nodes import dense_widths, encode_block, feature_layout, read_table_blocks, table_format
 from shardgraph.errors import CheckpointError, InputError, QueryError
+from shardgraph.gnn.inference import layerwise_logits
 from shardgraph.gnn.model import GraphSage, adjacency
 from shardgraph.gnn.sampler import NeighborSampler
 from shardgraph.gnn.train import MODEL_VERSION, GraphData
@@ -119,8 +120,19 @@ class SageModel:
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def probabilities(self, nodes: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """(n, C) softmax probabilities of node ids."""
+    def probabilities(self, nodes: np.ndarray, method: str = "auto", batch_size: int = 4096) -> np.ndarray:
+        """(n, C) softmax probabilities of node ids.
+
+        `layerwise`: every neighbour, one layer at a time over the whole graph (exact; mean and gcn);
+        `sampled`: mini-batches over the sampled neighbourhoods of the run's fan-outs (all neighbours
+        for full-batch runs). `auto` picks layerwise when it applies and many nodes are asked.
+        """
+        if method == "auto":
+            method = "layerwise" if self.sage.aggregator != "max" and len(nodes) > 4 * batch_size else "sampled"
+        if method == "layerwise":
+            logits = layerwise_logits(self.model, self.data.features, self.sampler.indptr, self.sampler.indices,
+                                      np.asarray(nodes, dtype=np.int64))
+            return torch.softmax(logits, 1).numpy()
         out = []
         for start in range(0, len(nodes), batch_size):
             sampled, blocks = self.sampler.sample(nodes[start : start + batch_size])
