@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PEERS, SHARED, emit, last_json, machine_load, run_measured  # noqa: E402
+from bench.common import PEERS, SHARED, emit, last_json, machine_load, run_measured
 
 DATASETS = SHARED / "datasets"
 PEER_PYTHON = Path(os.environ.get("SAGE_VENV", "/tmp/peer-sage/venv")) / "bin" / "python"

@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, machine_load, run_measured  # noqa: E402
+from bench.common import emit, machine_load, run_measured
 
 CLASSES = 100
 

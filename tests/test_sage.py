@@ -227,10 +227,12 @@ def test_inductive_prediction_equals_transductive_when_the_neighbourhood_is_unch
     (tmp_path / "without.tsv").write_text("".join(e + "\n" for e in edges if node not in e.split("\t")))
     (tmp_path / "new_edges.tsv").write_text("".join(e + "\n" for e in edges if node in e.split("\t")))
     lines = planted["nodes"].read_text().splitlines()
-    (tmp_path / "nodes_without.csv").write_text("\n".join(l for l in lines if not l.startswith(node + ",")) + "\n")
-    (tmp_path / "new_nodes.csv").write_text("\n".join([lines[0], *[l for l in lines if l.startswith(node + ",")]]))
+    mine = [row for row in lines if row.startswith(node + ",")]
+    (tmp_path / "nodes_without.csv").write_text("".join(row + "\n" for row in lines if row not in mine))
+    (tmp_path / "new_nodes.csv").write_text("\n".join([lines[0], *mine]))
     labels = planted["labels"].read_text().splitlines()
-    (tmp_path / "labels_without.tsv").write_text("".join(l + "\n" for l in labels if not l.startswith(node + "\t")))
+    (tmp_path / "labels_without.tsv").write_text("".join(row + "\n" for row in labels
+                                                         if not row.startswith(node + "\t")))
     import_graph([tmp_path / "without.tsv"], tmp_path / "ds_without", nodes=[tmp_path / "nodes_without.csv"],
                  labels=tmp_path / "labels_without.tsv", config=planted["config"], progress=False)
     inductive = load_sage(run.path, dataset=tmp_path / "ds_without").predict_labels(

@@ -150,8 +150,7 @@ class GraphSage(nn.Module):
             if return_hidden and i == len(self.layers) - 1:
                 assert isinstance(h, Tensor)
                 return h[: adj.num_dst]
-            h = layer(_dropout(h, self.dropout, self.training), adj)
-            if i < len(self.layers) - 1:
-                h = F.relu(h)
+            out: Tensor = layer(_dropout(h, self.dropout, self.training), adj)
+            h = F.relu(out) if i < len(self.layers) - 1 else out
         assert isinstance(h, Tensor)
         return h

@@ -80,8 +80,8 @@ class _SparseMatmul(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None
         t_crow, t_col, perm = matrix.transpose_structure()
-        transposed = torch.sparse_csr_tensor(t_crow, t_col, matrix.values[perm], check_invariants=False, size=(matrix.shape[1],
-                                                                                       matrix.shape[0]))
+        transposed = torch.sparse_csr_tensor(t_crow, t_col, matrix.values[perm], check_invariants=False,
+                                             size=(matrix.shape[1], matrix.shape[0]))
         return transposed @ grad, None
 
 

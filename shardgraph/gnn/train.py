@@ -122,8 +122,8 @@ def make_splits(data: GraphData, sage: SageConfig) -> dict[str, np.ndarray]:
         parts: dict[str, list[np.ndarray]] = {"train": [], "valid": [], "test": []}
         for label in np.unique(labels):
             members = rng.permutation(labelled[labels == label])
-            n_train = max(1, int(round(sage.split_fractions[0] * len(members))))
-            n_valid = int(round(sage.split_fractions[1] * len(members)))
+            n_train = max(1, round(sage.split_fractions[0] * len(members)))
+            n_valid = round(sage.split_fractions[1] * len(members))
             parts["train"].append(members[:n_train])
             parts["valid"].append(members[n_train : n_train + n_valid])
             parts["test"].append(members[n_train + n_valid :])
