@@ -364,3 +364,15 @@ split_test = "{tmp_path / 'cora/split_test.txt'}"
                                                                f"sage.seed={seed}"]),
                              tmp_path / f"run{seed}").metrics["test"]["accuracy"] for seed in range(3)]
     assert np.mean(accuracies) >= 0.79
+
+
+def test_report_of_a_sage_run_draws_every_figure(planted: dict[str, Path], tmp_path: Path) -> None:
+    from shardgraph.report.sage import is_sage_run, write_sage_report
+
+    run = train_sage(sage_config(planted, "sage.epochs=20"), tmp_path / "run")
+    assert is_sage_run(run.path)
+    page = write_sage_report(run.path).read_text()
+    titles = re.findall(r"<h2>([^<]+)</h2><img src='data:image/png;base64,", page)
+    assert {"Loss", "Accuracy", "Calibration (test)"} <= set(titles)
+    assert any(t.startswith("Confidence of the first prediction") for t in titles)
+    assert sum(t.startswith("Node representations") for t in titles) == 2
