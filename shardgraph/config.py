@@ -583,6 +583,20 @@ def dump_config(config: Config, commented: bool = True) -> str:
             out.append(f"# {EntityConfig.__doc__}")
         out.append(f"[entities.{name}]")
         out += [*_section_lines(entity, commented), ""]
+    nodes = config.nodes
+    if commented:
+        out.append(f"# {NodesConfig.__doc__}")
+    out.append("[nodes]")
+    for f in dataclasses.fields(nodes):
+        if f.name == "features":
+            continue
+        if commented:
+            out.append(f"# {f.metadata['help']}")
+        out.append(f"{f.name} = {_toml_value(getattr(nodes, f.name))}")
+    out.append("")
+    for name, feature in nodes.features.items():
+        out.append(f"[nodes.features.{name}]")
+        out += [*_section_lines(feature, commented and name == next(iter(nodes.features))), ""]
     if config.relations:
         for rel in config.relations:
             out.append("[[relations]]")

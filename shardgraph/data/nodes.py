@@ -285,8 +285,8 @@ def import_node_tables(root: Path, entity_types: Mapping[str, EntityIds], config
     table_rows = 0
 
     def add_labels(ids: np.ndarray, labels: pa.Array, path: Path, first_line: int, column: str) -> None:
-        texts = labels.to_pylist()
-        for i, text in enumerate(texts):
+        rows, label_ids = [], []
+        for i, text in enumerate(labels.to_pylist()):
             names = [t.strip() for t in (text or "").split(config.label_separator) if t.strip()]
             if ids[i] < 0:
                 raise InputError("a label for an id that is neither in the edges nor in the node tables",
@@ -296,9 +296,17 @@ def import_node_tables(root: Path, entity_types: Mapping[str, EntityIds], config
                 if label == len(class_counts):
                     class_counts.append(0)
                 class_counts[label] += 1
-                partition = int(ids[i] % entity.partitions)
-                spills[partition].label_ids.append(np.array([[ids[i] // entity.partitions]]))
-                spills[partition].labels.append(np.array([[label]]))
+                rows.append(i)
+                label_ids.append(label)
+        if not rows:
+            return
+        node = ids[np.asarray(rows)]
+        label_array = np.asarray(label_ids, dtype=np.int32)
+        for p, spill in enumerate(spills):
+            mine = node % entity.partitions == p
+            if mine.any():
+                spill.label_ids.append((node[mine] // entity.partitions)[:, None])
+                spill.labels.append(label_array[mine, None])
 
     for path in paths:
         wanted = [config.id_column, *[s.name for s in layout if s.encoder != "embedding"]]
