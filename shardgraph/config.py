@@ -221,7 +221,7 @@ class FeatureConfig:
 class NodesConfig:
     """Node tables read by `shardgraph import --nodes`: ids, feature columns with their encoders, labels."""
 
-    files: tuple[str, ...] = opt([], "node table files (CSV/TSV, plain or .gz, or Parquet) with a header")
+    files: tuple[str, ...] = opt((), "node table files (CSV/TSV, plain or .gz, or Parquet) with a header")
     entity_type: str = opt("entity", "entity type of the nodes in the tables")
     id_column: str = opt("id", "column holding the node id (as in the edge files)", non_empty)
     label_column: str = opt("", "column holding the label(s); empty = none (or a separate labels file)")
@@ -249,7 +249,7 @@ class SageConfig:
     mode: str = opt("auto", "full (whole graph each step), minibatch (sampled neighbourhoods), or auto: full "
                     "when the graph has at most full_batch_nodes nodes", one_of("auto", "full", "minibatch"))
     full_batch_nodes: int = opt(200_000, "auto mode: largest graph trained full-batch", positive)
-    fanouts: tuple[int, ...] = opt([25, 10], "neighbours sampled per node at each layer (first = nearest)")
+    fanouts: tuple[int, ...] = opt((25, 10), "neighbours sampled per node at each layer (first = nearest)")
     batch_size: int = opt(512, "target nodes per mini-batch", positive)
     eval_every: int = opt(1, "validate every K epochs (mini-batch mode)", positive)
     directed: bool = opt(False, "aggregate over in-neighbours only (false: both directions)")
@@ -257,7 +257,7 @@ class SageConfig:
     split_train: str = opt("", "file of training node ids, one per line (empty: stratified split)")
     split_valid: str = opt("", "file of validation node ids")
     split_test: str = opt("", "file of test node ids")
-    split_fractions: tuple[float, ...] = opt([0.6, 0.2, 0.2], "stratified split of the labelled nodes")
+    split_fractions: tuple[float, ...] = opt((0.6, 0.2, 0.2), "stratified split of the labelled nodes")
     seed: int = opt(0, "seed of the split, the initialisation, dropout and sampling", non_negative)
     threads: int = opt(0, "torch and sampler threads; 0 = all cores", non_negative)
     checkpoint_seconds: float = opt(60.0, "write the resumable checkpoint at most this often (and at the end)",
