@@ -9,7 +9,8 @@ cora-raw, cora-hashed256 (signed hashing of the word ids into 256 columns), cora
 (test nodes and their edges unseen while training), citeseer-raw. The peer is the shared
 `peers/pyg-sage/run_sage.py` (full-batch SAGEConv). Each tool and setting runs in its own
 process; `peak_mem_mb` is the peak summed PSS of that process tree, `seconds` the mean training
-time of one seed. One JSON line per tool and setting.
+time of one seed, `cpu_seconds_total` the CPU time (user + system) of the whole process, start-up and
+data loading included (fairer than wall time on a shared machine). One JSON line per tool and setting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -118,12 +120,16 @@ def main() -> None:
                     command += ["--hash-dim", "256"]
                 if inductive:
                     command.append("--inductive")
+            cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             measured = run_measured(command, env=env)
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
             result = last_json(measured["stdout"])
             record = {"bench": "sage", "tool": tool, "setting": setting,
                       **{k: result[k] for k in ("accuracy", "std", "top2_accuracy", "macro_f1", "seconds")},
                       "peak_mem_mb": measured["peak_mem_mb"], "seeds": args.seeds, "threads": args.threads,
-                      "wall_seconds": measured["seconds"], "load_before": load, "load_after": machine_load()}
+                      "wall_seconds": measured["seconds"], "cpu_seconds_total": round(cpu, 1),
+                      "load_before": load, "load_after": machine_load()}
             if tool == "shardgraph" and args.param:
                 record["params"] = args.param
             if tool == "pyg":

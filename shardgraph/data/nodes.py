@@ -179,7 +179,7 @@ def dense_widths(features: Mapping[str, FeatureConfig], files: Sequence[Path]) -
     widths: dict[str, int] = {}
     for name, feature in features.items():
         if feature.encoder == "embedding":
-            widths[name] = _embedding_source(feature, name).dimension
+            widths[name] = embedding_source(feature, name).dimension
         elif feature.encoder == "dense":
             if feature.dimension:
                 widths[name] = feature.dimension
@@ -226,7 +226,7 @@ class _EmbeddingSource:
 _SOURCES: dict[tuple[str, str], _EmbeddingSource] = {}
 
 
-def _embedding_source(feature: FeatureConfig, name: str) -> _EmbeddingSource:
+def embedding_source(feature: FeatureConfig, name: str) -> _EmbeddingSource:
     key = (feature.run, name)
     if key not in _SOURCES:
         _SOURCES[key] = _EmbeddingSource(feature.run, name)
@@ -484,7 +484,7 @@ def _fill_embeddings(root: Path, config: NodesConfig, layout: Sequence[FeatureSl
         names = names[:count]
         for slot in layout:
             if slot.encoder == "embedding":
-                source = _embedding_source(config.features[slot.name], slot.name)
+                source = embedding_source(config.features[slot.name], slot.name)
                 dense[:, slot.start : slot.start + slot.width] = source.vectors(config.entity_type, names)
         dense.flush()
 

@@ -23,7 +23,14 @@ import torch
 
 from shardgraph.config import Config, config_from_dict
 from shardgraph.data.dataset import Dataset
-from shardgraph.data.nodes import dense_widths, encode_block, feature_layout, read_table_blocks, table_format
+from shardgraph.data.nodes import (
+    dense_widths,
+    embedding_source,
+    encode_block,
+    feature_layout,
+    read_table_blocks,
+    table_format,
+)
 from shardgraph.errors import CheckpointError, InputError, QueryError
 from shardgraph.gnn.inference import layerwise_logits
 from shardgraph.gnn.model import GraphSage, adjacency
@@ -218,9 +225,7 @@ class SageModel:
         dense_all = np.concatenate(dense) if dense else np.zeros((0, features.dense_width), np.float32)
         for slot in layout:
             if slot.encoder == "embedding":
-                from shardgraph.data.nodes import _embedding_source
-
-                source = _embedding_source(config[slot.name], slot.name)
+                source = embedding_source(config[slot.name], slot.name)
                 dense_all[:, slot.start : slot.start + slot.width] = source.vectors(tables_info.entity_type, names)
         features.add_nodes(indptr, np.concatenate(cols)[order] if cols else np.zeros(0, np.int64),
                            np.concatenate(vals)[order] if vals else np.zeros(0, np.float32), dense_all)
