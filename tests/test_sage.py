@@ -376,3 +376,24 @@ def test_report_of_a_sage_run_draws_every_figure(planted: dict[str, Path], tmp_p
     assert {"Loss", "Accuracy", "Calibration (test)"} <= set(titles)
     assert any(t.startswith("Confidence of the first prediction") for t in titles)
     assert sum(t.startswith("Node representations") for t in titles) == 2
+
+
+def test_embedding_encoder_takes_the_vectors_of_another_run(planted: dict[str, Path], tmp_path: Path) -> None:
+    from shardgraph.embeddings.model import load
+    from shardgraph.training.trainer import train
+
+    edges_only = tmp_path / "edges_ds"
+    import_graph([planted["edges"]], edges_only, progress=False)
+    train(load_config(None, [f"data.dataset={edges_only}", "model.dimension=8", "training.epochs=1",
+                             "training.workers=1"]), run_dir=tmp_path / "kge", progress=False)
+    config = tmp_path / "with_embedding.toml"
+    config.write_text(planted["config"].read_text().replace("[sage]", f"""[nodes.features.kge]
+encoder = "embedding"
+run = "{tmp_path / 'kge'}"
+[sage]"""))
+    out = tmp_path / "ds_with_embedding"
+    import_graph([planted["edges"]], out, nodes=[planted["nodes"]], config=config, progress=False)
+    slot = next(s for s in Dataset(out).manifest["node_tables"]["features"] if s["name"] == "kge")
+    dense = np.load(out / "nodes/entity/part_0.dense.npy")[:, slot["start"] : slot["start"] + slot["width"]]
+    names = Dataset(out).entity_names("entity", 0)
+    np.testing.assert_allclose(dense, load(tmp_path / "kge").vectors(names), rtol=1e-6)
