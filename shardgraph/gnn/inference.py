@@ -8,6 +8,8 @@ arrays, plus one chunk.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -55,9 +57,10 @@ def _layer_rows(layer: SageLayer, inputs: Tensor | None, features: FeatureStore,
 
 
 @torch.no_grad()
-def layerwise_logits(model: GraphSage, features: FeatureStore, indptr: np.ndarray, indices: np.ndarray,
-                     targets: np.ndarray) -> Tensor:
-    """(len(targets), C) logits of the model over the whole graph (every neighbour, eval mode)."""
+def iter_layerwise_logits(model: GraphSage, features: FeatureStore, indptr: np.ndarray, indices: np.ndarray,
+                          targets: np.ndarray, chunk: int = CHUNK) -> Iterator[Tensor]:
+    """(len(targets), C) logits of the model over the whole graph (every neighbour, eval mode), chunk by
+    chunk of targets, so that the (T, C) matrix is never held whole."""
     model.eval()
     n = len(indptr) - 1
     inputs: Tensor | None = None  # None: the layer's input is the node features
@@ -70,14 +73,15 @@ def layerwise_logits(model: GraphSage, features: FeatureStore, indptr: np.ndarra
             neighbour_weight = layer.weight[:, : layer.out_dim]
             projected = torch.empty(n, layer.out_dim)
             for start in range(0, n, CHUNK):
-                chunk = np.arange(start, min(n, start + CHUNK))
-                source = inputs[start : start + len(chunk)] if inputs is not None else features.gather(chunk)
-                projected[start : start + len(chunk)] = _project(source, neighbour_weight, layer.sparse_width)
-        rows = targets if last else np.arange(n)
-        out = torch.empty(len(rows), layer.out_dim)
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            out[start : start + len(chunk)] = _layer_rows(layer, inputs, features, indptr, indices, chunk, projected)
-        inputs = out if last else F.relu(out)
-    assert inputs is not None
-    return inputs
+                rows = np.arange(start, min(n, start + CHUNK))
+                source = inputs[start : start + len(rows)] if inputs is not None else features.gather(rows)
+                projected[start : start + len(rows)] = _project(source, neighbour_weight, layer.sparse_width)
+        if last:
+            for start in range(0, len(targets), chunk):
+                yield _layer_rows(layer, inputs, features, indptr, indices, targets[start : start + chunk], projected)
+            return
+        out = torch.empty(n, layer.out_dim)
+        for start in range(0, n, CHUNK):
+            rows = np.arange(start, min(n, start + CHUNK))
+            out[start : start + len(rows)] = _layer_rows(layer, inputs, features, indptr, indices, rows, projected)
+        inputs = F.relu(out)

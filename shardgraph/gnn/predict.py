@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from shardgraph.data.nodes import (
     table_format,
 )
 from shardgraph.errors import CheckpointError, InputError, QueryError
-from shardgraph.gnn.inference import layerwise_logits
+from shardgraph.gnn.inference import iter_layerwise_logits
 from shardgraph.gnn.model import GraphSage, adjacency
 from shardgraph.gnn.sampler import NeighborSampler
 from shardgraph.gnn.train import MODEL_VERSION, GraphData
@@ -126,7 +126,6 @@ class SageModel:
         return found.to_numpy(zero_copy_only=False).astype(np.int64) + self.data.features.first
 
     # ------------------------------------------------------------------ prediction
-    @torch.no_grad()
     def probabilities(self, nodes: np.ndarray, method: str = "auto", batch_size: int = 4096) -> np.ndarray:
         """(n, C) softmax probabilities of node ids.
 
@@ -134,19 +133,25 @@ class SageModel:
         `sampled`: mini-batches over the sampled neighbourhoods of the run's fan-outs (all neighbours
         for full-batch runs). `auto` picks layerwise when it applies and many nodes are asked.
         """
+        parts = list(self.iter_probabilities(nodes, method, batch_size))
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
+
+    @torch.no_grad()
+    def iter_probabilities(self, nodes: np.ndarray, method: str = "auto", batch_size: int = 4096
+                           ) -> Iterator[np.ndarray]:
+        """`probabilities`, one chunk of nodes at a time."""
         if method == "auto":
             method = "layerwise" if self.sage.aggregator != "max" and len(nodes) > 4 * batch_size else "sampled"
         if method == "layerwise":
-            logits = layerwise_logits(self.model, self.data.features, self.sampler.indptr, self.sampler.indices,
-                                      np.asarray(nodes, dtype=np.int64))
-            return torch.softmax(logits, 1).numpy()
-        out = []
+            for logits in iter_layerwise_logits(self.model, self.data.features, self.sampler.indptr,
+                                                self.sampler.indices, np.asarray(nodes, dtype=np.int64)):
+                yield torch.softmax(logits, 1).numpy()
+            return
         for start in range(0, len(nodes), batch_size):
             sampled, blocks = self.sampler.sample(nodes[start : start + batch_size])
             logits = self.model(self.data.features.gather(sampled),
                                 [adjacency(b, self.sage.aggregator) for b in reversed(blocks)])
-            out.append(torch.softmax(logits, 1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+            yield torch.softmax(logits, 1).numpy()
 
     def predict_labels(self, ids: Sequence[str] | None = None, k: int = 2,
                        new_nodes: Sequence[str | Path] = (), new_edges: Sequence[str | Path] = (),
@@ -177,10 +182,16 @@ class SageModel:
             names = self.names.take(pa.array(unlabelled - features.first)).to_pylist()
         nodes = np.concatenate([nodes, new_ids])
         names = names + new_names
-        probabilities = self.probabilities(nodes)
-        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        return LabelPredictions(ids=[str(n) for n in names], labels=[[self.classes[c] for c in row] for row in top],
-                                probabilities=np.take_along_axis(probabilities, top, 1),
+        top_labels, top_probabilities = [], []
+        for probabilities in self.iter_probabilities(nodes):  # chunks: (n, C) is never held whole
+            top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+            top_labels.append(top)
+            top_probabilities.append(np.take_along_axis(probabilities, top, 1))
+        top = np.concatenate(top_labels) if top_labels else np.zeros((0, k), np.int64)
+        classes = np.asarray(self.classes, dtype=object)
+        return LabelPredictions(ids=[str(n) for n in names], labels=classes[top].tolist(),
+                                probabilities=np.concatenate(top_probabilities) if top_probabilities
+                                else np.zeros((0, k), np.float32),
                                 new=np.arange(len(nodes)) >= len(nodes) - len(new_ids))
 
     # ------------------------------------------------------------------ new nodes
