@@ -84,4 +84,4 @@ def iter_layerwise_logits(model: GraphSage, features: FeatureStore, indptr: np.n
         for start in range(0, n, CHUNK):
             rows = np.arange(start, min(n, start + CHUNK))
             out[start : start + len(rows)] = _layer_rows(layer, inputs, features, indptr, indices, rows, projected)
-        inputs = F.relu(out)
+        inputs = F.relu_(out)  # in place: one (N, hidden) array, not two
