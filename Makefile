@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py shardgraph/_kernels.c shardgraph/_walks.c Makefile
+$(STAMP): pyproject.toml setup.py shardgraph/_kernels.c shardgraph/_walks.c shardgraph/_sampler.c Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH_PIN)
 	$(PIP) -e '.[all]'

@@ -1,4 +1,4 @@
-"""Build of the optional C kernels (shardgraph/_kernels.c, shardgraph/_walks.c); everything else is in
+"""Build of the optional C kernels (shardgraph/_kernels.c, _walks.c, _sampler.c); everything else is in
 pyproject.toml."""
 
 from setuptools import Extension, setup
@@ -18,6 +18,13 @@ setup(
             extra_compile_args=["-O3", "-pthread"],
             extra_link_args=["-pthread"],
             optional=True,  # no compiler: shardgraph/walks/reference.py walks the same walks in Python
+        ),
+        Extension(
+            "shardgraph._sampler",
+            ["shardgraph/_sampler.c"],
+            extra_compile_args=["-O3", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+            optional=True,  # no compiler or no OpenMP: the GraphSAGE sampler runs as numpy ops
         ),
     ]
 )

@@ -65,16 +65,20 @@ def _setup_import(p: argparse.ArgumentParser) -> None:
                    help="entities seen only in valid/test: keep (default) or drop with their edges")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nodes", action="append", default=[], metavar="FILE",
+                   help="node table (CSV/TSV/Parquet with a header: id, feature columns of [nodes.features])")
+    p.add_argument("--labels", metavar="FILE", help="label file: id, label per line (multi-label: several lines)")
     add_config_args(p)
     add_json(p)
 
 
 @command("import", _setup_import)
 def _import(args: argparse.Namespace) -> int:
-    from shardgraph.data.importer import import_edges
+    from shardgraph.data.nodes import import_graph
 
-    summary = import_edges(
-        args.edges, args.out, config=load_args_config(args), valid=args.valid, test=args.test,
+    summary = import_graph(
+        args.edges, args.out, nodes=args.nodes, labels=args.labels,
+        config=load_args_config(args), valid=args.valid, test=args.test,
         format=args.format, columns=args.columns, header=args.header, delimiter=args.delimiter,
         comment=args.comment, partitions=args.partitions,
         unseen=args.unseen, overwrite=args.overwrite, progress=not (args.no_progress or args.json),
@@ -160,7 +164,7 @@ def _load_command_modules() -> None:
     import importlib
 
     for module in ("shardgraph.training.commands", "shardgraph.eval.commands", "shardgraph.embeddings.commands",
-                   "shardgraph.report.commands", "shardgraph.walks.commands"):
+                   "shardgraph.report.commands", "shardgraph.walks.commands", "shardgraph.gnn.commands"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

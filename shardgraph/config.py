@@ -229,6 +229,78 @@ class WalksConfig:
                     non_negative)
 
 
+ENCODER_NAMES = ("hash", "numeric", "multi_hot", "dense", "embedding")
+TOKENIZER_NAMES = ("none", "whitespace", "words", "char_ngrams")
+AGGREGATOR_NAMES = ("mean", "gcn", "max")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """One feature column of a node table and how it is encoded (`[nodes.features.<column>]`)."""
+
+    encoder: str = opt("hash", "encoder: hash (categorical or text, signed hashing trick), numeric (standardised "
+                       "with the training nodes' statistics, missing flagged), multi_hot (ids like '12 87 911'), "
+                       "dense (a vector like '0.1 0.5'), embedding (the node's vector in another run)",
+                       one_of(*ENCODER_NAMES))
+    n_features: int = opt(1024, "hash: buckets; multi_hot: number of ids (ids must be below it)", positive)
+    tokenizer: str = opt("none", "hash: none (the whole value is one token), whitespace, words (lower-cased "
+                         "alphanumeric runs: 'customer_id' -> customer, id), char_ngrams",
+                         one_of(*TOKENIZER_NAMES))
+    ngram: int = opt(3, "hash with char_ngrams: length of the character n-grams", positive)
+    prefix: bool = opt(True, "hash: tokens are hashed as '<column>=<token>' so columns do not share tokens")
+    alternate_sign: bool = opt(True, "hash: signed hashing (sign from the hash), as scikit-learn's FeatureHasher")
+    separator: str = opt(" ", "multi_hot / dense: separator of the values inside the field")
+    dimension: int = opt(0, "dense: length of the vector (0 = from the first row)", non_negative)
+    run: str = opt("", "embedding: run directory of the shardgraph run whose vectors are used")
+
+
+@dataclass(frozen=True)
+class NodesConfig:
+    """Node tables read by `shardgraph import --nodes`: ids, feature columns with their encoders, labels."""
+
+    files: tuple[str, ...] = opt((), "node table files (CSV/TSV, plain or .gz, or Parquet) with a header")
+    entity_type: str = opt("entity", "entity type of the nodes in the tables")
+    id_column: str = opt("id", "column holding the node id (as in the edge files)", non_empty)
+    label_column: str = opt("", "column holding the label(s); empty = none (or a separate labels file)")
+    labels: str = opt("", "separate label file: id, label per line (several lines per id = multi-label)")
+    label_separator: str = opt("|", "separator of several labels inside one label field")
+    features: dict[str, FeatureConfig] = opt({}, "feature columns by name, each with its encoder")
+    block_mb: int = opt(4, "read block in MiB (memory is bounded by it and the dictionaries)", positive)
+
+
+@dataclass(frozen=True)
+class SageConfig:
+    """GraphSAGE node classification (`shardgraph train-sage`): model, optimiser, sampling, split."""
+
+    hidden: int = opt(64, "width of the hidden layer(s)", positive)
+    layers: int = opt(2, "number of SAGE layers", positive)
+    aggregator: str = opt("mean", "neighbour aggregator: " + ", ".join(AGGREGATOR_NAMES),
+                          one_of(*AGGREGATOR_NAMES))
+    dropout: float = opt(0.5, "dropout before each layer", non_negative)
+    lr: float = opt(0.01, "Adam learning rate", positive)
+    weight_decay: float = opt(5e-4, "Adam weight decay (L2)", non_negative)
+    epochs: int = opt(1000, "most epochs", positive)
+    patience: int = opt(100, "stop after this many epochs without a better validation accuracy", positive)
+    class_weights: bool = opt(False, "weight the loss by inverse class frequency (skewed labels)")
+    normalize: str = opt("l1", "row normalisation of the sparse features: l1 or none", one_of("l1", "none"))
+    mode: str = opt("auto", "full (whole graph each step), minibatch (sampled neighbourhoods), or auto: full "
+                    "when the graph has at most full_batch_nodes nodes", one_of("auto", "full", "minibatch"))
+    full_batch_nodes: int = opt(200_000, "auto mode: largest graph trained full-batch", positive)
+    fanouts: tuple[int, ...] = opt((25, 10), "neighbours sampled per node at each layer (first = nearest)")
+    batch_size: int = opt(512, "target nodes per mini-batch", positive)
+    eval_every: int = opt(1, "validate every K epochs (mini-batch mode)", positive)
+    directed: bool = opt(False, "aggregate over in-neighbours only (false: both directions)")
+    self_loops: bool = opt(False, "keep self-loops of the edge files as neighbours")
+    split_train: str = opt("", "file of training node ids, one per line (empty: stratified split)")
+    split_valid: str = opt("", "file of validation node ids")
+    split_test: str = opt("", "file of test node ids")
+    split_fractions: tuple[float, ...] = opt((0.6, 0.2, 0.2), "stratified split of the labelled nodes")
+    seed: int = opt(0, "seed of the split, the initialisation, dropout and sampling", non_negative)
+    threads: int = opt(0, "torch and sampler threads; 0 = all cores", non_negative)
+    checkpoint_seconds: float = opt(60.0, "write the resumable checkpoint at most this often (and at the end)",
+                                    non_negative)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole config. Sections: data, entities, relations, model, training, storage, eval, walks."""
@@ -245,6 +317,8 @@ class Config:
     storage: StorageConfig = opt(StorageConfig(), "storage")
     eval: EvalConfig = opt(EvalConfig(), "eval")
     walks: WalksConfig = opt(WalksConfig(), "walks")
+    nodes: NodesConfig = opt(NodesConfig(), "nodes")
+    sage: SageConfig = opt(SageConfig(), "sage")
 
     # --------------------------------------------------------------- derived views
     def entity_dimension(self, entity_type: str) -> int:
@@ -549,7 +623,7 @@ def dump_config(config: Config, commented: bool = True) -> str:
     if commented:
         out += ["# shardgraph config. Every key has a default; delete what you do not change.",
                 "# Override any key on the command line: -p section.key=value", ""]
-    for section in ("data", "model", "training", "storage", "eval", "walks"):
+    for section in ("data", "model", "training", "storage", "eval", "walks", "sage"):
         obj = getattr(config, section)
         out.append(f"[{section}]")
         if commented:
@@ -560,6 +634,20 @@ def dump_config(config: Config, commented: bool = True) -> str:
             out.append(f"# {EntityConfig.__doc__}")
         out.append(f"[entities.{name}]")
         out += [*_section_lines(entity, commented), ""]
+    nodes = config.nodes
+    if commented:
+        out.append(f"# {NodesConfig.__doc__}")
+    out.append("[nodes]")
+    for f in dataclasses.fields(nodes):
+        if f.name == "features":
+            continue
+        if commented:
+            out.append(f"# {f.metadata['help']}")
+        out.append(f"{f.name} = {_toml_value(getattr(nodes, f.name))}")
+    out.append("")
+    for name, feature in nodes.features.items():
+        out.append(f"[nodes.features.{name}]")
+        out += [*_section_lines(feature, commented and name == next(iter(nodes.features))), ""]
     if config.relations:
         for rel in config.relations:
             out.append("[[relations]]")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,6 +300,7 @@ def import_edges(
     unseen: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    after_edges: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> ImportSummary:
     """Import edges into a dataset directory of partitioned edge buckets.
 
@@ -311,6 +312,8 @@ def import_edges(
     `config.data`; the delimiter, comments, header and columns of text files are detected
     unless given. The output appears complete, by one rename, or not at all. Raises InputError
     naming the file, line and field of the first bad input.
+    `after_edges(root, entity_types)` runs inside the output directory before the manifest is
+    written (node tables: shardgraph.data.nodes); the keys it returns are added to the manifest.
     """
     started = time.perf_counter()
     if not isinstance(config, Config):
@@ -387,7 +390,9 @@ def import_edges(
             manifest_splits.setdefault(split, {"edges": 0, "dropped_edges": 0, "sources": [], "buckets": []})
             edge_counts.setdefault(split, 0)
 
+        extras = after_edges(root, types) if after_edges is not None else {}
         manifest = {
+            **extras,
             "format": FORMAT,
             "edge_attributes": attributes,
             "format_version": FORMAT_VERSION,
