@@ -24,6 +24,8 @@ from bench.graphs import GraphSpec, generate
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# the real data sets benches may read (never the peers' scripts): ../shared/datasets beside a clone
+DATASETS = Path(os.environ.get("SHARDGRAPH_DATASETS", REPO.parent / "shared" / "datasets"))
 PBG_VENV = Path(os.environ.get("PBG_VENV", REPO / ".peers" / "pbg"))
 """The PyTorch-BigGraph peer's venv, made by `bash bench/peers/pbg.sh` (same variable, same default)."""
 PBG_SCRIPTS = REPO / "bench" / "peers" / "pbg"

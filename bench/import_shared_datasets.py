@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHARED
+from bench.common import DATASETS
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", type=Path, default=SHARED / "datasets")
+    ap.add_argument("--datasets", type=Path, default=DATASETS)
     ap.add_argument("--only", help="comma-separated dataset names")
     ap.add_argument("--json", action="store_true", help="one JSON line per file instead of the table")
     args = ap.parse_args(argv)
