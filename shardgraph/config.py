@@ -408,8 +408,6 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         _, value_type = typing.get_args(tp)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path} must be a table. Got {value!r} instead.")
-        if not value:
-            raise ConfigError(f"{path} must name at least one entry.")
         return {str(k): _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
     if origin is tuple:
         item_type = typing.get_args(tp)[0]
@@ -424,6 +422,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 def _check_consistency(config: Config) -> None:
     """Checks that span several keys (a relation naming an undeclared entity type, ...)."""
     types_ = config.entities
+    if not types_:
+        raise ConfigError("entities must name at least one entity type.")
     for name in types_:
         if not name or any(c in name for c in "/\\\n\t ") or name.startswith("."):
             raise ConfigError(f"entities.{name!r}: an entity type name must be non-empty, without '/', "

@@ -88,3 +88,14 @@ def test_the_python_api_names_are_the_functions() -> None:
 
     for name in ("train", "export", "load", "evaluate", "import_edges", "load_config"):
         assert callable(getattr(shardgraph, name)), name
+
+
+def test_defaults_round_trip_through_the_dict_workers_receive() -> None:
+    """Worker processes rebuild the config from `to_dict()`: every section's defaults (empty tables
+    included) must survive it."""
+    from shardgraph.config import config_from_dict
+
+    config = load_config(None)
+    assert config_from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="entities must name at least one entity type"):
+        load_config(None, ["entities={}"])
