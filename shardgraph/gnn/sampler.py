@@ -12,7 +12,6 @@ The compiled kernel (shardgraph/_sampler.c) samples on all cores; without it num
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,17 +20,16 @@ from functools import cache
 import numpy as np
 
 from shardgraph.data.nodes import ranges
+from shardgraph.utils.kernels import load_extension
 
 log = logging.getLogger(__name__)
 
 
 @cache
 def _library() -> ctypes.CDLL | None:
-    spec = importlib.util.find_spec("shardgraph._sampler")
-    if spec is None or spec.origin is None:
-        log.debug("shardgraph._sampler is not built: neighbour sampling runs as numpy ops")
+    library = load_extension("shardgraph._sampler", "neighbour sampling runs as numpy ops")
+    if library is None:
         return None
-    library = ctypes.CDLL(spec.origin)
     i64, u64, pointer = ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p
     for name in ("sample_neighbors_i32", "sample_neighbors_i64"):
         getattr(library, name).argtypes = [pointer, pointer, pointer, i64, i64, u64, pointer, pointer]

@@ -14,14 +14,22 @@ from functools import cache
 log = logging.getLogger(__name__)
 
 
+def load_extension(module: str, without: str, level: int = logging.DEBUG) -> ctypes.CDLL | None:
+    """One of the optional C extensions built by setup.py, or None where it was not built (logged with
+    `without`, what runs instead)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        log.log(level, f"{module} is not built: {without}")
+        return None
+    return ctypes.CDLL(spec.origin)
+
+
 @cache
 def kernels() -> ctypes.CDLL | None:
     """The library, or None where it was not built."""
-    spec = importlib.util.find_spec("shardgraph._kernels")
-    if spec is None or spec.origin is None:
-        log.debug("shardgraph._kernels is not built: the training step runs as torch ops only")
+    library = load_extension("shardgraph._kernels", "the training step runs as torch ops only")
+    if library is None:
         return None
-    library = ctypes.CDLL(spec.origin)
     i64, f32, pointer = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     library.rowwise_adagrad_f32.argtypes = [pointer, i64, pointer, pointer, i64, pointer, i64, i64, f32]
     library.rowwise_adagrad_f32.restype = None
