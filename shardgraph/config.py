@@ -115,6 +115,8 @@ class DataConfig:
                       one_of("keep", "drop"))
     block_mb: int = opt(2, "size of the read buffer in MiB (memory is bounded by it and the dictionaries)",
                         positive)
+    shuffle: bool = opt(True, "shuffle the training edges of each bucket once at import (seeded, bounded memory), "
+                        "so that a sorted input file trains as well as a shuffled one")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def no_temp_left(directory: Path) -> bool:
 
 def test_tiny_graph_exact_buckets_and_dictionaries(tmp_path: Path) -> None:
     edges = write_lines(tmp_path / "g.tsv", ["a\tr\tb", "b\ts\tc", "c\tr\ta", "d\tr\ta", "a\ts\td"])
-    summary = import_edges([edges], tmp_path / "ds", partitions=2, progress=False)
+    summary = import_edges([edges], tmp_path / "ds", config=load_config(None, ["data.shuffle=false"]),
+                           partitions=2, progress=False)
     assert summary.entities == 4 and summary.relations == 2 and summary.edges["train"] == 5
     ds = Dataset(tmp_path / "ds")
     # ids in order of first appearance a=0 b=1 c=2 d=3; partition = id % 2, local = id // 2
@@ -161,6 +162,70 @@ def test_small_blocks_stream(tmp_path: Path, kinship: dict[str, Path]) -> None:
     summary = import_edges([edges], tmp_path / "ds", config=config, partitions=2, progress=False)
     assert summary.edges["train"] == len(lines)
     assert read_back(tmp_path / "ds") == collections.Counter(tuple(x.split("\t")) for x in lines)
+
+
+def test_training_buckets_are_shuffled_at_import(tmp_path: Path, kinship: dict[str, Path]) -> None:
+    """A file sorted by lhs reaches the buckets in random order: the same edges, every bucket's lhs
+    sequence uncorrelated with its position, valid/test left in file order, and the same dataset
+    from the same input."""
+    lines = sorted(kinship["train"].read_text().splitlines())
+    edges = write_lines(tmp_path / "sorted.tsv", lines)
+    test = write_lines(tmp_path / "test.tsv", lines[:50])
+    for name in ("a", "b"):
+        import_edges([edges], tmp_path / name, test=[test], partitions=2, progress=False)
+    plain = import_edges([edges], tmp_path / "plain", test=[test], partitions=2, progress=False,
+                         config=load_config(None, ["data.shuffle=false"]))
+    assert read_back(tmp_path / "a") == read_back(tmp_path / "plain") == file_multiset(edges)
+    ds, ds_b, ds_plain = Dataset(tmp_path / "a"), Dataset(tmp_path / "b"), Dataset(tmp_path / "plain")
+    assert ds.manifest["train_shuffled"] is True and ds_plain.manifest["train_shuffled"] is False
+    ds.verify()
+    for b in ds.buckets("train"):
+        rows = np.asarray(ds.bucket_edges("train", b.lhs, b.rhs))
+        sorted_rows = np.asarray(ds_plain.bucket_edges("train", b.lhs, b.rhs))
+        assert np.array_equal(rows, np.asarray(ds_b.bucket_edges("train", b.lhs, b.rhs)))
+        # the input is sorted by lhs: without the shuffle neighbouring rows share their lhs almost
+        # always; shuffled, about as often as two random rows do (1/52 for 104 entities in 2 parts)
+        assert np.mean(sorted_rows[1:, 0] == sorted_rows[:-1, 0]) > 0.9
+        assert np.mean(rows[1:, 0] == rows[:-1, 0]) < 0.05
+    assert read_back(tmp_path / "a", "test") == file_multiset(test)
+    test_rows = [np.asarray(ds.bucket_edges("test", b.lhs, b.rhs)) for b in ds.buckets("test")]
+    plain_rows = [np.asarray(ds_plain.bucket_edges("test", b.lhs, b.rhs)) for b in ds_plain.buckets("test")]
+    assert all(np.array_equal(x, y) for x, y in zip(test_rows, plain_rows, strict=True))
+    assert plain.edges == import_edges([edges], tmp_path / "c", test=[test], partitions=2, progress=False).edges
+
+
+@pytest.mark.parametrize("memory_rows", [100_000, 2_000], ids=["in memory", "scatter-gather"])
+def test_shuffle_rows_is_a_uniform_permutation_carrying_attributes(tmp_path: Path, memory_rows: int) -> None:
+    """Both paths of shuffle_rows on a sorted input: each row kept once with its attribute, the new
+    files' checksums, no file left behind, and the order random: rows of each tenth of the input
+    spread evenly over each tenth of the output (chi-square), no runs left in input order."""
+    from shardgraph.data.shuffle import shuffle_rows
+    from shardgraph.utils.npy import payload_checksum
+
+    n = 20_000
+    rows = np.stack([np.arange(n), np.arange(n) % 7, np.arange(n) * 3], axis=1).astype(np.int32)
+    weights = (np.arange(n) * 0.5).astype(np.float32)
+    paths = [tmp_path / "bucket.npy", tmp_path / "bucket.weight.npy"]
+    np.save(paths[0], rows)
+    np.save(paths[1], weights)
+    checksums = shuffle_rows(paths, seed=(1, 2, 3), memory_rows=memory_rows)
+    shuffled, shuffled_weights = np.load(paths[0]), np.load(paths[1])
+    assert np.array_equal(np.sort(shuffled[:, 0]), np.arange(n))
+    assert np.array_equal(shuffled[:, 1:], rows[shuffled[:, 0], 1:])
+    assert np.array_equal(shuffled_weights, weights[shuffled[:, 0]])
+    assert checksums == [payload_checksum(shuffled), payload_checksum(shuffled_weights)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket.npy", "bucket.weight.npy"]
+    # 10 x 10 table: tenth of the input (row id) against tenth of the output (position); 200 expected
+    # in each cell, chi-square with 81 degrees of freedom (mean 81, sd 12.7)
+    table = np.zeros((10, 10))
+    np.add.at(table, (shuffled[:, 0] * 10 // n, np.arange(n) * 10 // n), 1)
+    assert ((table - 200) ** 2 / 200).sum() < 150
+    # in a random order a row is followed by a larger id half the time (sd 0.002 at n = 20000)
+    assert abs(np.mean(shuffled[1:, 0] > shuffled[:-1, 0]) - 0.5) < 0.02
+    again = tmp_path / "again.npy"
+    np.save(again, rows)
+    shuffle_rows([again], seed=(1, 2, 3), memory_rows=memory_rows)
+    assert np.array_equal(np.load(again), shuffled)
 
 
 # ----------------------------------------------------------------------------- bad input

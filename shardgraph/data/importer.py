@@ -6,7 +6,9 @@ id g // P (round robin: partitions are balanced to within one entity, and both a
 the moment an id is first seen, so no second pass is needed). New ids are appended to
 the dictionary file of their partition as they appear; edges are appended to the .npy
 file of their bucket. Memory is bounded by the dictionaries (~40 bytes per entity) and
-the read block, never by the number of edges.
+the read block, never by the number of edges. At the end each training bucket is shuffled on
+disk (shardgraph.data.shuffle, bounded memory), so the order of the input file never reaches
+the optimiser.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from shardgraph.data.dataset import (
 )
 from shardgraph.data.dictionary import StringIdTable
 from shardgraph.data.reader import EdgeBlock, EdgeFileReader
+from shardgraph.data.shuffle import shuffle_rows
 from shardgraph.data.sources import ObjectReader, config_for, is_edge_file
 from shardgraph.errors import ConfigError, InputError
 from shardgraph.utils.atomic import atomic_directory
@@ -52,6 +55,7 @@ Source = str | Path | object  # an edge file (path or URI), or a Python object (
 Reader = EdgeFileReader | ObjectReader
 DEFAULT_RELATION = "edge"  # name of the single relation of two-column files
 MAX_LOCAL_ID = np.iinfo(EDGE_DTYPE).max
+SHUFFLE_SEED = 0x5EED  # with the bucket's (i, j): the same input always gives the same dataset
 
 
 @dataclass
@@ -245,16 +249,25 @@ class _Buckets:
         for name in self.attributes:
             self.attribute_writers[(i, j, name)].append(attributes[name])
 
-    def close(self) -> list[dict[str, Any]]:
+    def close(self, shuffle: bool = False) -> list[dict[str, Any]]:
+        """Finish every bucket file; with `shuffle`, permute each bucket's rows (and its attributes)
+        by a permutation seeded by the bucket's position (shardgraph.data.shuffle)."""
         out = []
         for (i, j), writer in sorted(self.writers.items()):
-            checksum = writer.close()
+            durable = not shuffle  # a shuffled bucket is written again, durably, by shuffle_rows
+            checksum = writer.close(durable)
+            attribute_checksums = {name: self.attribute_writers[(i, j, name)].close(durable)
+                                   for name in self.attributes}
+            if shuffle and writer.rows > 1:
+                checksum, *shuffled = shuffle_rows(
+                    [writer.path, *(self.attribute_writers[(i, j, name)].path for name in self.attributes)],
+                    seed=(SHUFFLE_SEED, i, j))
+                attribute_checksums = dict(zip(self.attributes, shuffled, strict=True))
             entry: dict[str, Any] = {"lhs": i, "rhs": j, "edges": writer.rows, "file": bucket_file(self.split, i, j),
                                      "xxh3": checksum}
             if self.attributes:
                 entry["attributes"] = {
-                    name: {"file": attribute_file(self.split, i, j, name),
-                           "xxh3": self.attribute_writers[(i, j, name)].close()}
+                    name: {"file": attribute_file(self.split, i, j, name), "xxh3": attribute_checksums[name]}
                     for name in self.attributes
                 }
             out.append(entry)
@@ -383,7 +396,7 @@ def import_edges(
                 "edges": kept_total,
                 "dropped_edges": dropped_total,
                 "sources": [str(r.path) for r in split_readers],
-                "buckets": buckets.close(),
+                "buckets": buckets.close(shuffle=split == "train" and data.shuffle),
             }
         bar.close()
         for split in ("valid", "test"):
@@ -412,6 +425,7 @@ def import_edges(
                 for i, r in enumerate(relations.configs)
             ],
             "unseen_policy": unseen,
+            "train_shuffled": bool(data.shuffle),
             "splits": manifest_splits,
             "dictionaries": [
                 {"type": t.name, "partition": p, "file": dictionary_file(t.name, p), "count": count,

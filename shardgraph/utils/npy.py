@@ -49,12 +49,14 @@ class NpyAppender:
         self._hash.update(data)
         self.rows += rows.shape[0]
 
-    def close(self) -> str:
-        """Write the final header; return the payload checksum."""
+    def close(self, durable: bool = True) -> str:
+        """Write the final header (and with `durable`, flush the file to disk); return the payload
+        checksum."""
         with open(self.path, "r+b") as f:
             f.write(npy_header(self.dtype, self._shape()))
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         return self.checksum
 
     def _shape(self) -> tuple[int, ...]:
