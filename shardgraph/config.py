@@ -123,6 +123,9 @@ class DataConfig:
 class ModelConfig:
     """The score function: score(s, r, d) = comparator(θ_s, operator_r(θ_d)), and the loss."""
 
+    kind: str = opt("embedding", "what `shardgraph train` trains: embedding (the multi-relation embeddings these "
+                    "keys describe) or sage (GraphSAGE node classification, the [sage] section; the same as "
+                    "`shardgraph train-sage`)", one_of("embedding", "sage"))
     dimension: int = opt(100, "embedding dimension (per type override: entities.<type>.dimension)", positive)
     operator: str = opt("none", "relation operator when relations are not listed in [[relations]]: "
                         + ", ".join(OPERATOR_NAMES), one_of(*OPERATOR_NAMES))

@@ -243,11 +243,15 @@ def test_inductive_prediction_equals_transductive_when_the_neighbourhood_is_unch
 
 
 # ----------------------------------------------------------------------------- runs
-def test_train_evaluate_and_predict_through_the_cli(planted: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["train-sage", "train"])
+def test_train_evaluate_and_predict_through_the_cli(planted: dict[str, Path], tmp_path: Path, command: str) -> None:
+    """`train-sage CONFIG`, or `train CONFIG` with model.kind = "sage" (and --dataset), then predict-labels."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cli = [sys.executable, "-m", "shardgraph"]
-    out = subprocess.run([*cli, "train-sage", str(planted["config"]), "-p", f"data.dataset={planted['dataset']}",
-                          "--out", str(tmp_path / "run"), "--json"], capture_output=True, text=True, env=env)
+    how = ["-p", f"data.dataset={planted['dataset']}"] if command == "train-sage" else \
+        ["-p", "model.kind=sage", "--dataset", str(planted["dataset"])]
+    out = subprocess.run([*cli, command, str(planted["config"]), *how, "--out", str(tmp_path / "run"), "--json"],
+                         capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout.splitlines()[-1])
     assert metrics["test"]["accuracy"] > 0.8 and metrics["test"]["top2_accuracy"] >= metrics["test"]["accuracy"]

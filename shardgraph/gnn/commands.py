@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from shardgraph.commands import add_config_args, add_json, command, emit, load_args_config
+
+if TYPE_CHECKING:
+    from shardgraph.config import Config
 
 
 def _setup_train(p: argparse.ArgumentParser) -> None:
@@ -20,9 +24,15 @@ def _setup_train(p: argparse.ArgumentParser) -> None:
 @command("train-sage", _setup_train)
 def _train_sage(args: argparse.Namespace) -> int:
     """Train GraphSAGE node classification on a dataset imported with node tables ([sage] config section)."""
+    return train_sage_command(args, load_args_config(args))
+
+
+def train_sage_command(args: argparse.Namespace, config: Config) -> int:
+    """Train GraphSAGE as `args` (out, resume, overwrite, holdout_test, json) say; print the summary.
+    Shared by `train-sage` and `train` with `model.kind = "sage"`."""
     from shardgraph.gnn.train import train_sage
 
-    run = train_sage(load_args_config(args), args.out, resume=args.resume, overwrite=args.overwrite,
+    run = train_sage(config, args.out, resume=args.resume, overwrite=args.overwrite,
                      holdout_test=args.holdout_test)
     metrics = run.metrics
     parts = [f"{split} accuracy {metrics[split]['accuracy']:.4f} (top-2 {metrics[split]['top2_accuracy']:.4f}, "
@@ -59,9 +69,9 @@ def _predict_labels(args: argparse.Namespace) -> int:
         predictions.write(args.out)
     lines = [f"{r['id']}\t" + "\t".join(f"{x['label']} {x['probability']:.3f}" for x in r["labels"])
              for r in predictions.records(args.show)]
-    human = "\n".join([*lines, f"{len(predictions.ids):,} node(s) predicted" + (f" -> {args.out}" if args.out
+    human = "\n".join([*lines, f"{len(predictions):,} node(s) predicted" + (f" -> {args.out}" if args.out
                                                                                    else "")])
-    payload = {"nodes": len(predictions.ids), "out": args.out,
+    payload = {"nodes": len(predictions), "out": args.out,
                "predictions": predictions.records(None if not args.out else args.show)}
     emit(args, payload, human)
     return 0

@@ -43,18 +43,33 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LabelPredictions:
-    """Top-k labels of n nodes: ids (n,), labels (n, k) names, probabilities (n, k), best first."""
+    """Top-k labels of n nodes, best first, held as arrays (a million nodes cost tens of MB, not
+    a Python object per id and label): `node_ids` (n,) strings, `top` (n, k) indices into
+    `classes`, `probabilities` (n, k), `new` (n,) whether each node was added at prediction time.
+    `ids` and `labels` give them as Python lists."""
 
-    ids: list[str]
-    labels: list[list[str]]
+    node_ids: pa.Array
+    classes: list[str]
+    top: np.ndarray
     probabilities: np.ndarray
     new: np.ndarray
 
+    def __len__(self) -> int:
+        return len(self.node_ids)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.node_ids.to_pylist()
+
+    @property
+    def labels(self) -> list[list[str]]:
+        return np.asarray(self.classes, dtype=object)[self.top].tolist()
+
     def to_table(self) -> pa.Table:
-        k = self.probabilities.shape[1] if self.probabilities.ndim == 2 else 0
-        columns: dict[str, Any] = {"id": pa.array(self.ids, pa.string())}
-        for j in range(k):
-            columns[f"label_{j + 1}"] = pa.array([row[j] for row in self.labels], pa.string())
+        classes = pa.array(self.classes, pa.string())
+        columns: dict[str, Any] = {"id": self.node_ids}
+        for j in range(self.top.shape[1]):
+            columns[f"label_{j + 1}"] = classes.take(pa.array(self.top[:, j]))
             columns[f"probability_{j + 1}"] = pa.array(self.probabilities[:, j], pa.float32())
         columns["new"] = pa.array(self.new, pa.bool_())
         return pa.table(columns)
@@ -69,10 +84,11 @@ class LabelPredictions:
         atomic_write_bytes(path, buffer.getvalue())
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
-        rows = range(len(self.ids) if limit is None else min(limit, len(self.ids)))
-        return [{"id": self.ids[i], "labels": [{"label": label, "probability": round(float(p), 6)}
-                                               for label, p in zip(self.labels[i], self.probabilities[i],
-                                                                   strict=True)]} for i in rows]
+        n = len(self) if limit is None else min(limit, len(self))
+        ids = self.node_ids.slice(0, n).to_pylist()
+        return [{"id": ids[i], "labels": [{"label": self.classes[c], "probability": round(float(p), 6)}
+                                          for c, p in zip(self.top[i], self.probabilities[i], strict=True)]}
+                for i in range(n)]
 
 
 class SageModel:
@@ -172,27 +188,26 @@ class SageModel:
             new_names = self._add_new_nodes([Path(p) for p in new_nodes], [Path(p) for p in new_edges])
             new_ids = np.arange(features.extra_first, features.extra_first + len(new_names), dtype=np.int64)
         if ids is not None:
-            nodes, names = self.node_ids(ids), list(ids)
+            nodes, names = self.node_ids(ids), pa.array([str(i) for i in ids], pa.string())
         elif new_nodes and only_new:
-            nodes, names = np.zeros(0, np.int64), []
+            nodes, names = np.zeros(0, np.int64), pa.array([], pa.string())
         else:
             every = np.arange(features.first, features.first + features.count, dtype=np.int64)
             unlabelled = every[features.primary_labels(every) < 0]
             nodes = unlabelled
-            names = self.names.take(pa.array(unlabelled - features.first)).to_pylist()
+            names = self.names.take(pa.array(unlabelled - features.first))
         nodes = np.concatenate([nodes, new_ids])
-        names = names + new_names
+        names = pa.concat_arrays([names, pa.array(new_names, pa.string())])
         top_labels, top_probabilities = [], []
         for probabilities in self.iter_probabilities(nodes):  # chunks: (n, C) is never held whole
             top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
             top_labels.append(top)
             top_probabilities.append(np.take_along_axis(probabilities, top, 1))
-        top = np.concatenate(top_labels) if top_labels else np.zeros((0, k), np.int64)
-        classes = np.asarray(self.classes, dtype=object)
-        return LabelPredictions(ids=[str(n) for n in names], labels=classes[top].tolist(),
-                                probabilities=np.concatenate(top_probabilities) if top_probabilities
-                                else np.zeros((0, k), np.float32),
-                                new=np.arange(len(nodes)) >= len(nodes) - len(new_ids))
+        return LabelPredictions(
+            node_ids=names, classes=list(self.classes),
+            top=np.concatenate(top_labels) if top_labels else np.zeros((0, k), np.int64),
+            probabilities=np.concatenate(top_probabilities) if top_probabilities else np.zeros((0, k), np.float32),
+            new=np.arange(len(nodes)) >= len(nodes) - len(new_ids))
 
     # ------------------------------------------------------------------ new nodes
     def _add_new_nodes(self, tables: list[Path], edge_files: list[Path]) -> list[str]:
