@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   create .venv, install, import + train + evaluate FB15k-237 (shipped in data/), write a report
+#   make demo   create .venv, install, import + train + evaluate FB15k-237 (shipped in data/), write a report;
+#               then the data-catalog GraphSAGE example
 #   make test   create .venv, install, ruff + mypy + the test suite
 PYTHON ?= python3
 VENV := .venv
