@@ -6,11 +6,12 @@
 Settings (same public splits, same protocol: 2 layers, hidden 64, dropout 0.5, Adam lr 0.01,
 weight decay 5e-4, early stopping on validation accuracy with patience 100, best weights kept):
 cora-raw, cora-hashed256 (signed hashing of the word ids into 256 columns), cora-raw-inductive
-(test nodes and their edges unseen while training), citeseer-raw. The peer is the shared
-`peers/pyg-sage/run_sage.py` (full-batch SAGEConv). Each tool and setting runs in its own
-process; `peak_mem_mb` is the peak summed PSS of that process tree, `seconds` the mean training
-time of one seed, `cpu_seconds_total` the CPU time (user + system) of the whole process, start-up and
-data loading included (fairer than wall time on a shared machine). One JSON line per tool and setting.
+(test nodes and their edges unseen while training), citeseer-raw. The peer is
+`bench/peers/pyg_sage_run.py` (full-batch SAGEConv) in the venv of bench/peers/pyg_sage.sh. Each tool
+and setting runs in its own process; `peak_mem_mb` is the peak summed PSS of that process tree,
+`seconds` the mean training time of one seed, `cpu_seconds_total` the CPU time (user + system) of
+the whole process, start-up and data loading included (fairer than wall time on a shared machine).
+One JSON line per tool and setting.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PEERS, SHARED, emit, last_json, machine_load, run_measured
+from bench.common import DATASETS, REPO, emit, last_json, machine_load, run_measured
 
-DATASETS = SHARED / "datasets"
-PEER_PYTHON = Path(os.environ.get("SAGE_VENV", "/tmp/peer-sage/venv")) / "bin" / "python"
-PEER_SCRIPT = PEERS / "pyg-sage" / "run_sage.py"
+PEER_PYTHON = Path(os.environ.get("SAGE_VENV", REPO / ".peers" / "pyg-sage")) / "bin" / "python"
+PEER_SCRIPT = REPO / "bench" / "peers" / "pyg_sage_run.py"
 SETTINGS = {
     "cora-raw": ("cora", "raw", False),
     "cora-hashed256": ("cora", "hashed", False),
@@ -132,11 +132,7 @@ def main() -> None:
                       "load_before": load, "load_after": machine_load()}
             if tool == "shardgraph" and args.param:
                 record["params"] = args.param
-            if tool == "pyg":
-                record["peer_reported_peak_rss_mb"] = result["peak_mem_mb"]
-                record["epochs_mean"] = result.get("epochs_mean")
-            else:
-                record["epochs_mean"] = result["epochs_mean"]
+            record["epochs_mean"] = result["epochs_mean"]
             emit(record)
 
 

@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import PYTHON, REPO, SHARED, emit, generated_graph, last_json, machine_load, run_measured
+from bench.common import DATASETS, PYTHON, REPO, emit, generated_graph, last_json, machine_load, run_measured
 
 N2V_VENV = Path(os.environ.get("N2V_VENV", "/tmp/peer-n2v/venv"))
 PEER_RUNNER = REPO / "bench" / "peers" / "node2vec_run.py"
-DATASETS = SHARED / "datasets"
 
 # name -> (edge file, columns for `shardgraph import`, label file)
 GRAPHS: dict[str, tuple[Path, str, Path | None]] = {

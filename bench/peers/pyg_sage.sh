@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Idempotent installer for the PyG GraphSAGE benchmark peer of bench/sage_bench.py
-# (adapted from shared/peers/pyg-sage/install.sh; the peer script itself is shared/peers/pyg-sage/run_sage.py).
+# (adapted from shared/peers/pyg-sage/install.sh); the peer's driver is bench/peers/pyg_sage_run.py.
 #
-#   bench/peers/pyg_sage.sh        # venv at ${SAGE_VENV:-/tmp/peer-sage/venv}
+#   bash bench/peers/pyg_sage.sh   # venv at $SAGE_VENV, default <repo>/.peers/pyg-sage (git-ignored)
 #
 # torch is always pinned to exactly torch==2.13.0: on this machine pip resolves that pin to a
 # CPU wheel, while any looser spec can pull a multi-GB CUDA build. torch-geometric is pure Python;
 # pyg-lib / torch-sparse / torch-scatter are NOT on PyPI for this torch, so only full-batch
 # SAGEConv is used (NeighborLoader would fail with "requires either pyg-lib or torch-sparse").
 set -euo pipefail
-VENV="${SAGE_VENV:-/tmp/peer-sage/venv}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${SAGE_VENV:-$(cd "$here/../.." && pwd)/.peers/pyg-sage}"
 PYTHON="${PYTHON:-python3}"
 TORCH_PIN="torch==2.13.0"
 die() { echo "install.sh: ERROR: $*" >&2; exit 1; }
