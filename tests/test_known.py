@@ -49,6 +49,18 @@ def _check(dataset: Dataset) -> None:
             assert sorted(got.get(row, [])) == sorted(expected.get(query, set())) or (
                 # multi-edges are listed once per edge
                 set(got.get(row, [])) == expected.get(query, set())), (predict, query)
+        # restricted to an id range [lo, hi): exactly the naive set's ids in it
+        count = max(t.count for t in dataset.entity_types.values())
+        for lo, hi in ((0, count // 3), (count // 3, count // 3 + 7), (count // 2, count), (5, 5)):
+            rows, other = index.lookup(np.array([q[1] for q in queries]), np.array([q[2] for q in queries]),
+                                       lo, hi)
+            assert np.all(np.diff(rows) >= 0)
+            ranged: dict[int, set[int]] = collections.defaultdict(set)
+            for row, o in zip(rows.tolist(), other.tolist(), strict=True):
+                ranged[row].add(o)
+            for row, query in enumerate(queries):
+                assert ranged.get(row, set()) == {o for o in expected.get(query, set()) if lo <= o < hi}, \
+                    (predict, query, lo, hi)
 
 
 def test_known_edges_of_a_typed_graph(tmp_path: Path) -> None:

@@ -56,10 +56,14 @@ class KnownEdges:
                 index[rows] = np.searchsorted(offsets, known[rows], side="right") - 1
         return index
 
-    def lookup(self, known: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, known: np.ndarray, rel: np.ndarray, lo: int | None = None,
+               hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(row, other id) pairs of every known edge of each (known[row], rel[row]), rows ascending.
 
-        known, rel: (n,) global ids of the known end's type and relation ids."""
+        known, rel: (n,) global ids of the known end's type and relation ids. With `lo`/`hi`, only
+        the other ids in [lo, hi): a hub's thousands of known edges are cut to one partition's
+        share before anything is copied (the ids of a key are sorted, so a binary search finds it).
+        """
         known = np.asarray(known, dtype=np.int64)
         rel = np.asarray(rel, dtype=np.int64)
         keys = known * self.num_relations + rel
@@ -70,13 +74,17 @@ class KnownEdges:
                 continue
             rows = np.flatnonzero(bucket == p)
             sorted_keys, other = self._keys[int(p)], self._other[int(p)]
-            lo = np.searchsorted(sorted_keys, keys[rows], side="left")
-            hi = np.searchsorted(sorted_keys, keys[rows], side="right")
-            counts = hi - lo
+            start = np.searchsorted(sorted_keys, keys[rows], side="left")
+            stop = np.searchsorted(sorted_keys, keys[rows], side="right")
+            if lo is not None:
+                start = _search_runs(other, start, stop, lo)
+            if hi is not None:
+                stop = _search_runs(other, start, stop, hi)
+            counts = stop - start
             total = int(counts.sum())
             if total == 0:
                 continue
-            starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+            starts = np.repeat(start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
             found_rows.append(np.repeat(rows, counts))
             found_other.append(np.asarray(other[starts + np.arange(total)]))
         if not found_rows:
@@ -84,6 +92,21 @@ class KnownEdges:
         all_rows, all_other = np.concatenate(found_rows), np.concatenate(found_other)
         order = np.argsort(all_rows, kind="stable")
         return all_rows[order], all_other[order]
+
+
+def _search_runs(values: np.ndarray, start: np.ndarray, stop: np.ndarray, target: int) -> np.ndarray:
+    """For each sorted run values[start[i]:stop[i]], the first position whose value is >= target
+    (stop[i] if none): one vectorised binary search over all runs, reading O(n log run) values."""
+    low, high = start.copy(), stop.copy()
+    while True:
+        active = low < high
+        if not active.any():
+            return low
+        mid = (low + high) // 2
+        probe = np.flatnonzero(active)
+        below = np.asarray(values[mid[probe]]) < target
+        low[probe[below]] = mid[probe[below]] + 1
+        high[probe[~below]] = mid[probe[~below]]
 
 
 def known_directory(dataset: Dataset) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ from shardgraph.utils.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 SCORE_BLOCK = 1 << 24  # elements of one score matrix (64 MiB of float32)
+KnownLookup = Callable[[np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
+"""known(rows, lo, hi): the (position in rows, id) pairs of the known edges of the split rows `rows`
+whose other end's id is in [lo, hi)."""
 
 
 @dataclass
@@ -100,7 +104,11 @@ class Evaluator:
             true_scores = self.model.comparator.pairs(query, true_vectors)
             known = None
             if self.filtered:
-                known = self._known_index(predict).lookup(sub[:, known_col], sub[:, REL])
+                index = self._known_index(predict)
+
+                def known(rows: np.ndarray, lo: int, hi: int, index: KnownEdges = index,
+                          sub: np.ndarray = sub) -> tuple[np.ndarray, np.ndarray]:
+                    return index.lookup(sub[rows, known_col], sub[rows, REL], lo, hi)
             group_counts = RankCounts.zeros(len(sub))
             if self.negatives > 0:
                 self._rank_sampled(group, query, rel, true_ids, true_scores, known, group_counts)
@@ -119,7 +127,7 @@ class Evaluator:
         return self.model.candidates(group.direction, vectors, self.tables, group.relation)
 
     def _rank_all(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray, true_scores: Tensor,
-                  known: tuple[np.ndarray, np.ndarray] | None, counts: RankCounts) -> None:
+                  known: KnownLookup | None, counts: RankCounts) -> None:
         spec = group.target_type
         offset = 0
         n = len(true_ids)
@@ -137,7 +145,9 @@ class Evaluator:
             block = max(1, SCORE_BLOCK // batch)
             for start in range(0, len(scope), batch):
                 rows = scope[start : start + batch]
-                pairs = self._pairs_in(known, rows, offset, offset + size)
+                # known edges of this batch into this partition only: memory bounded by the batch,
+                # not by the degrees of the whole split's query ends
+                pairs = known(rows, offset, offset + size) if known is not None else None
                 for c0 in range(0, size, block):
                     c1 = min(size, c0 + block)
                     scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0),
@@ -154,22 +164,8 @@ class Evaluator:
                                 (np.concatenate(excluded_rows), np.concatenate(excluded_cols)))
             offset += size
 
-    @staticmethod
-    def _pairs_in(known: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray, lo: int,
-                  hi: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Known (position in `rows`, id) pairs of the edges `rows` (sorted, not necessarily contiguous)
-        whose id falls in [lo, hi)."""
-        if known is None:
-            return None
-        all_rows, ids = known
-        start, stop = np.searchsorted(all_rows, [rows[0], rows[-1] + 1])
-        candidate_rows, candidate_ids = all_rows[start:stop], ids[start:stop]
-        position = np.minimum(np.searchsorted(rows, candidate_rows), len(rows) - 1)
-        inside = (rows[position] == candidate_rows) & (candidate_ids >= lo) & (candidate_ids < hi)
-        return position[inside], candidate_ids[inside]
-
     def _rank_sampled(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray,
-                      true_scores: Tensor, known: tuple[np.ndarray, np.ndarray] | None, counts: RankCounts) -> None:
+                      true_scores: Tensor, known: KnownLookup | None, counts: RankCounts) -> None:
         spec = group.target_type
         n = len(true_ids)
         for start in range(0, n, self.batch_size):
@@ -179,7 +175,7 @@ class Evaluator:
             scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
             true_rows, true_cols = np.nonzero(true_ids[rows, None] == sample[None, :])
             excluded_rows, excluded_cols = [true_rows], [true_cols]
-            pairs = self._pairs_in(known, rows, 0, spec.count)
+            pairs = known(rows, 0, spec.count) if known is not None else None
             if pairs is not None:
                 pair_rows, pair_ids = pairs
                 position = np.searchsorted(sample, pair_ids)
