@@ -50,9 +50,10 @@ class TrainedRun:
             raise CheckpointError(f"The dataset of run {self.path} cannot be opened: {exc}") from None
         self.model = Model(self.config, self.dataset)
         self.verify = verify
-        # Partition files are immutable (versioned names), so each is opened and its checksum
-        # verified once; later queries read the memory map.
-        self._tables: dict[tuple[str, int], np.ndarray] = {}
+        # Partition files are immutable (versioned names), so each checksum is verified once. Maps
+        # are not kept open: a kept map's resident pages count in the process's memory (PSS) long
+        # after the rows were copied out, and a ranking pass over all partitions would hold them all.
+        self._verified: set[tuple[str, int]] = set()
 
     @property
     def epoch(self) -> int:
@@ -72,13 +73,14 @@ class TrainedRun:
         return {key[len("bias/"):]: torch.from_numpy(value).float() for key, value in saved.items()
                 if key.startswith("bias/")}
 
-    def raw_embeddings(self, entity_type: str, partition: int) -> np.ndarray:
-        """The stored (rows, D) table of a partition as a memory map (storage dtype; bfloat16 as uint16)."""
+    def raw_embeddings(self, entity_type: str, partition: int, mmap: bool = True) -> np.ndarray:
+        """The stored (rows, D) table of a partition (storage dtype; bfloat16 as uint16): a memory map
+        (to read a few rows; drop it when done), or with `mmap=False` read whole into memory."""
         key = (entity_type, partition)
-        if key not in self._tables:
-            files = self.store.partition_files(self.manifest, entity_type, partition)
-            self._tables[key], _ = self.store.load_partition(files, verify=self.verify, mmap=True)
-        return self._tables[key]
+        files = self.store.partition_files(self.manifest, entity_type, partition)
+        table, _ = self.store.load_partition(files, verify=self.verify and key not in self._verified, mmap=mmap)
+        self._verified.add(key)
+        return table
 
     def storage_dtype(self, entity_type: str, partition: int) -> str:
         return self.store.partition_files(self.manifest, entity_type, partition).dtype
@@ -89,9 +91,11 @@ class TrainedRun:
 
         With `effective`, as the model uses them: plus the type's global bias, max-norm applied.
         """
-        raw = self.raw_embeddings(entity_type, partition)
-        part = raw if rows is None else raw[rows]
-        tensor = from_numpy(np.array(part), self.storage_dtype(entity_type, partition)).float()
+        if rows is None:
+            part = self.raw_embeddings(entity_type, partition, mmap=False)
+        else:
+            part = np.array(self.raw_embeddings(entity_type, partition)[rows])  # the map is dropped here
+        tensor = from_numpy(part, self.storage_dtype(entity_type, partition)).float()
         return self.effective(entity_type, tensor) if effective else tensor
 
     def gather(self, entity_type: str, ids: np.ndarray) -> Tensor:
