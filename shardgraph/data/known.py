@@ -43,9 +43,16 @@ class KnownEdges:
         known_side = [r.lhs if predict == "rhs" else r.rhs for r in dataset.relations]
         # the bucket index of a known id: its partition for a partitioned type, 0 otherwise
         self._offsets = [types[t].offsets if types[t].partitions > 1 else None for t in known_side]
-        parts = dataset.num_partitions
-        self._keys = [np.load(directory / predict / f"part_{p}.keys.npy", mmap_mode="r") for p in range(parts)]
-        self._other = [np.load(directory / predict / f"part_{p}.other.npy", mmap_mode="r") for p in range(parts)]
+        self._directory, self._predict, self._parts = directory / predict, predict, dataset.num_partitions
+        for p in range(self._parts):  # all there and readable, before the first query
+            self._maps(p)
+
+    def _maps(self, p: int) -> tuple[np.ndarray, np.ndarray]:
+        """Memory maps of one partition's key and id files, opened per lookup and dropped after it:
+        maps kept open would keep every page a long ranking pass touched counted in the process's
+        memory (PSS), up to the whole index."""
+        return (np.load(self._directory / f"part_{p}.keys.npy", mmap_mode="r"),
+                np.load(self._directory / f"part_{p}.other.npy", mmap_mode="r"))
 
     def _bucket_index(self, known: np.ndarray, rel: np.ndarray) -> np.ndarray:
         index = np.zeros(len(known), dtype=np.int64)
@@ -70,10 +77,10 @@ class KnownEdges:
         bucket = self._bucket_index(known, rel)
         found_rows, found_other = [], []
         for p in np.unique(bucket):
-            if p >= len(self._keys):  # ids beyond the dataset (entities added after training): no known edges
+            if p >= self._parts:  # ids beyond the dataset (entities added after training): no known edges
                 continue
             rows = np.flatnonzero(bucket == p)
-            sorted_keys, other = self._keys[int(p)], self._other[int(p)]
+            sorted_keys, other = self._maps(int(p))
             start = np.searchsorted(sorted_keys, keys[rows], side="left")
             stop = np.searchsorted(sorted_keys, keys[rows], side="right")
             if lo is not None:
