@@ -504,11 +504,16 @@ class NodeTables:
         self.dense_width: int = entry["dense_width"]
         self.layout = [FeatureSlot(**slot) for slot in entry["features"]]
         self.feature_config = {name: FeatureConfig(**f) for name, f in entry["feature_config"].items()}
-        classes = (self.path / "nodes" / self.entity_type / "classes.txt").read_text(encoding="utf-8")
+        classes = self._member(f"nodes/{self.entity_type}/classes.txt").read_text(encoding="utf-8")
         self.classes: list[str] = classes.split("\n")[:-1] if classes else []
 
+    def _member(self, name: str) -> Path:
+        from shardgraph.utils.paths import member_path
+
+        return member_path(self.path, name, self.path / "manifest.json", DatasetError)
+
     def array(self, partition: int, name: str) -> np.ndarray:
-        file = self.path / node_file(self.entity_type, partition, name)
+        file = self._member(node_file(self.entity_type, partition, name))
         try:
             array = np.load(file, mmap_mode="r")
             return array[:, 0] if array.ndim == 2 and name != "dense" else array
@@ -517,7 +522,7 @@ class NodeTables:
 
     def verify(self) -> None:
         for entry in self.entry.get("written", []):
-            file = self.path / entry["file"]
+            file = self._member(entry["file"])
             if not file.is_file() or file_checksum(file) != entry["xxh3"]:
                 raise DatasetError(f"{file} is missing or does not match its checksum; re-import the dataset.")
 
