@@ -8,6 +8,7 @@ reach outside its directory or size an allocation before the file backs it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -120,6 +121,17 @@ def test_damage_is_detected_on_load_with_the_file_name(copy: Path, case: str) ->
         load_everything(copy)
 
 
+def test_the_buffer_checks_what_it_reads(copy: Path) -> None:
+    """The trainer's partition loads (straight into shared memory) verify the checksum too."""
+    store = CheckpointStore(copy / "run")
+    files = store.partition_files(store.manifest() or {}, "entity", 1)
+    table, state = torch.empty(files.rows, files.dim), torch.empty(files.rows)
+    store.read_partition_into(files, table, state)
+    flip_bit(copy / "run/checkpoint" / files.embeddings)
+    with pytest.raises(CheckpointError, match=r"p1\.v\d+\.emb\.npy does not match its checksum \(xxh3 \w+"):
+        store.read_partition_into(files, table, state)
+
+
 @pytest.mark.parametrize("case", ["flipped", "truncated"])
 def test_damaged_index_is_detected_before_faiss_reads_it(copy: Path, case: str) -> None:
     pytest.importorskip("faiss")
@@ -142,7 +154,7 @@ def test_training_refuses_a_damaged_bucket(copy: Path) -> None:
         train(config, run_dir=copy / "new", progress=False)
 
 
-def test_resume_falls_back_to_the_previous_checkpoint(tmp_path: Path) -> None:
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The newest checkpoint damaged: --resume takes the one before it (kept by keep_checkpoints=2),
     says so, sets the damaged one aside, and finishes; with every kept one damaged it refuses."""
     from shardgraph.training.trainer import train
@@ -158,14 +170,14 @@ def test_resume_falls_back_to_the_previous_checkpoint(tmp_path: Path) -> None:
     assert len(history) == 2, "keep_checkpoints=2 keeps the previous checkpoint"
     flip_bit(tmp_path / "run/checkpoint" / latest["partitions"]["entity"]["0"]["embeddings"])
 
-    fallback = store.resumable()
-    assert fallback is not None and fallback["epoch"] == 1
-    assert manifest_of(tmp_path)["epoch"] == 1, "the intact checkpoint became current"
-    assert list((tmp_path / "run/checkpoint/history").glob("damaged-manifest.v*.json"))
-
     longer = load_config(None, [*TINY, f"data.dataset={tmp_path / 'ds'}", "training.epochs=3"])
-    train(longer, run_dir=tmp_path / "run", resume=True, progress=False)
+    with caplog.at_level(logging.WARNING, logger="shardgraph"):
+        train(longer, run_dir=tmp_path / "run", resume=True, progress=False)
+    assert re.search(r"latest checkpoint is damaged \(.*p0\.v\d+\.emb\.npy does not match its checksum.*\); "
+                     r"resuming from the intact checkpoint v\d+ \(epoch 1", caplog.text), caplog.text
+    assert list((tmp_path / "run/checkpoint/history").glob("damaged-manifest.v*.json"))
     assert manifest_of(tmp_path)["epoch"] == 3
+    assert [r["epoch"] for r in manifest_of(tmp_path)["history"]] == [1, 2, 3]
     load_everything(tmp_path)
 
     for path in (tmp_path / "run/checkpoint").rglob("*.emb.npy"):
