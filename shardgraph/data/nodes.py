@@ -416,7 +416,7 @@ def _read_label_file(path: Path, id_column: str) -> Iterator[tuple[pa.Array, pa.
         raise InputError("file not found", path=path)
     delimiter = "\t" if table_format(path) == "tsv" else ","
     with Location.of(path).open() as f:
-        first = f.readline().decode("utf-8-sig", "replace").rstrip("\r\n")  # a byte order mark is not a name.split(delimiter)
+        first = f.readline().decode("utf-8-sig", "replace").rstrip("\r\n").split(delimiter)
     header = first[0].strip() == id_column
     reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(skip_rows=1 if header else 0,
                                                                  column_names=["id", "label"]),
