@@ -7,10 +7,14 @@ reach outside its directory or size an allocation before the file backs it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +281,91 @@ def test_no_code_path_unpickles() -> None:
                         r"torch\.load\((?![^)]*weights_only=True)"):
             offenders += [f"{path.relative_to(REPO)}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not offenders, offenders
+
+
+# ----------------------------------------------------------------------------- full disk (3)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs) mounted for the test and removed after; skipped where
+    mounting is not permitted (an unprivileged user, a container without CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small filesystem needs root (mount -t tmpfs); not permitted here")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of the filesystem with one file (removed to free the space again)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing left to flush at close
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(small_disk: Path, tmp_path: Path) -> None:
+    from shardgraph.training.trainer import train
+
+    files = kg_files("nations")
+    import_edges([files["train"]], tmp_path / "ds", partitions=2, progress=False)
+    run = small_disk / "run"
+    train(load_config(None, [*TINY, f"data.dataset={tmp_path / 'ds'}", "training.epochs=1"]), run_dir=run,
+          progress=False)
+    before = json.loads((run / "checkpoint/manifest.json").read_text())
+    filler = fill(small_disk)
+    longer = load_config(None, [*TINY, f"data.dataset={tmp_path / 'ds'}", "training.epochs=2"])
+    with pytest.raises(ShardgraphError, match=rf"No space left on the device while writing {run}"):
+        train(longer, run_dir=run, resume=True, progress=False)
+    assert json.loads((run / "checkpoint/manifest.json").read_text()) == before
+    store = CheckpointStore(run)
+    store.verify(before)  # the previous checkpoint is whole
+    assert not temp_files(small_disk)
+    filler.unlink()
+    train(longer, run_dir=run, resume=True, progress=False)
+    assert json.loads((run / "checkpoint/manifest.json").read_text())["epoch"] == 2
+
+
+def test_full_disk_during_an_export_leaves_nothing(small_disk: Path, copy: Path) -> None:
+    from shardgraph.embeddings.writers import export
+
+    filler = fill(small_disk)
+    out = small_disk / "emb.tsv"
+    with pytest.raises(ShardgraphError, match=rf"No space left on the device while writing {out}"):
+        export(copy / "run", "tsv", out)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+    filler.unlink()
+    export(copy / "run", "tsv", out)
+    assert len(out.read_text().splitlines()) == 14
+
+
+def test_full_disk_during_an_import_leaves_the_previous_dataset(small_disk: Path) -> None:
+    files = kg_files("nations")
+    import_edges([files["train"]], small_disk / "ds", partitions=2, progress=False)
+    before = (small_disk / "ds/manifest.json").read_text()
+    filler = fill(small_disk)
+    with pytest.raises(ShardgraphError, match=rf"No space left on the device while writing {small_disk / 'ds'}"):
+        import_edges([files["train"], files["valid"]], small_disk / "ds", partitions=2, overwrite=True,
+                     progress=False)
+    assert (small_disk / "ds/manifest.json").read_text() == before
+    Dataset(small_disk / "ds").verify()
+    assert not temp_files(small_disk)
+    filler.unlink()
+    import_edges([files["train"], files["valid"]], small_disk / "ds", partitions=2, overwrite=True, progress=False)
+    assert Dataset(small_disk / "ds").edge_count("train") > 0
