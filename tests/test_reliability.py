@@ -267,7 +267,7 @@ def test_a_pickle_in_a_run_directory_is_never_run(tmp_path: Path) -> None:
 
     (tmp_path / "run").mkdir()
     torch.save({"version": 1, "evil": Payload()}, tmp_path / "run" / "model.pt")
-    with pytest.raises(CheckpointError, match=r"model\.pt cannot be read \(UnpicklingError"):
+    with pytest.raises(CheckpointError, match=r"model\.pt holds Python objects besides tensors"):
         SageModel(tmp_path / "run")
     assert not marker.exists()
 

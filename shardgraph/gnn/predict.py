@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle  # only for its exception type: nothing is unpickled
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,10 @@ class SageModel:
                                   "(resume it with `shardgraph train-sage CONFIG --out RUN --resume`).")
         try:  # weights_only: a run directory from elsewhere must not run code through pickle
             payload = torch.load(model_file, weights_only=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(f"{model_file} holds Python objects besides tensors and plain values; shardgraph "
+                                  "loads weights only and runs no code from a run directory. It was not written by "
+                                  "shardgraph train-sage: train the run again.") from None
         except Exception as exc:
             raise CheckpointError(f"{model_file} cannot be read ({type(exc).__name__}: {exc}).") from None
         if not isinstance(payload, dict) or payload.get("version") != MODEL_VERSION:

@@ -232,6 +232,26 @@ def shm_entries() -> set[str]:
         return set()
 
 
+def leaked_shm(before: set[str], settle_s: float = 3.0) -> set[str]:
+    """New /dev/shm entries that outlive a short wait and that no live process maps: leaked ones.
+    (The machine may be shared: other programs' segments come and go, and are mapped while in use.)"""
+    deadline = time.monotonic() + settle_s
+    new = shm_entries() - before
+    while new and time.monotonic() < deadline:
+        time.sleep(0.2)
+        new &= shm_entries()
+    if not new:
+        return set()
+    mapped: set[str] = set()
+    for pid in (entry for entry in os.listdir("/proc") if entry.isdigit()):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                mapped.update(line.split("/dev/shm/", 1)[1].split()[0] for line in f if "/dev/shm/" in line)
+        except OSError:
+            continue
+    return new - mapped
+
+
 def checkpoint_writing(run_dir: Path) -> bool:
     root = run_dir / "checkpoint"
     return root.exists() and any(".tmp-" in p.name for p in root.rglob("*"))
@@ -309,7 +329,7 @@ def one_moment(command: Command, inputs: Path, work: Path, reference: Any, secon
     leftovers = temp_files(work)
     if leftovers:
         problems.append(f"temporary files left: {leftovers[:5]}")
-    leaked = shm_entries() - shm_before
+    leaked = leaked_shm(shm_before)
     if leaked:
         problems.append(f"/dev/shm entries left: {sorted(leaked)[:5]}")
     return Outcome(command.name, moment, round(delay, 3), killed_while, problems)
