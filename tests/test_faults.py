@@ -1,6 +1,6 @@
-"""The fast subset of the kill -9 matrix (tests/faults/kill_matrix.py): an import, a P = 4 training
-with a 2-partition buffer (one kill while a checkpoint is being written) and an export, each
-killed with SIGKILL at seeded moments and rerun; the full matrix is `python -m tests.faults.kill_matrix`."""
+"""The fast subset of the kill -9 matrix (tests/faults/kill_matrix.py): an import and a P = 4 training
+with a 2-partition buffer (one kill while a checkpoint is being written), each killed with SIGKILL at
+seeded moments and rerun; the full matrix is `python -m tests.faults.kill_matrix`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tests.faults.kill_matrix import run_matrix
 
 
-@pytest.mark.parametrize(("command", "moments"), [("import", 2), ("train-p4-buffer", 2), ("export", 1)])
+@pytest.mark.parametrize(("command", "moments"), [("import", 2), ("train-p4-buffer", 2)])
 def test_killed_commands_rerun_to_the_undisturbed_result(tmp_path_factory: pytest.TempPathFactory, command: str,
                                                          moments: int) -> None:
     scratch: Path = tmp_path_factory.getbasetemp() / "kill-matrix"
