@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -371,3 +372,23 @@ def test_full_disk_during_an_import_leaves_the_previous_dataset(small_disk: Path
     filler.unlink()
     import_edges([files["train"], files["valid"]], small_disk / "ds", partitions=2, overwrite=True, progress=False)
     assert Dataset(small_disk / "ds").edge_count("train") > 0
+
+
+def test_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    """What kill -9 leaves (a .NAME.tmp-PID-... sibling) goes when the next output of that name is made;
+    a live process's temporary stays."""
+    from shardgraph.utils.atomic import atomic_directory, atomic_write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale_dir = tmp_path / f".ds.tmp-{dead}-0123abcd"
+    stale_file = tmp_path / f".out.txt.tmp-{dead}-0123abcd"
+    live = tmp_path / f".ds.tmp-{os.getpid()}-0123abcd"
+    for path in (stale_dir, live):
+        path.mkdir()
+    stale_file.write_text("half")
+    with atomic_directory(tmp_path / "ds") as temp:
+        (temp / "x").write_text("x")
+    atomic_write_text(tmp_path / "out.txt", "whole")
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert live.exists()
