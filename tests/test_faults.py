@@ -18,7 +18,7 @@ def test_killed_commands_rerun_to_the_undisturbed_result(tmp_path_factory: pytes
     scratch.mkdir(exist_ok=True)
     outcomes = run_matrix([command], moments, seed=0, size="small", scratch=scratch, log=lambda _line: None)
     assert len(outcomes) == moments
-    problems = [f"#{o.moment} killed at {o.delay_s} s ({o.killed_while}): {'; '.join(o.problems)}"
+    problems = [f"#{o.moment} killed at {o.killed_at_s} s ({o.killed_while}): {'; '.join(o.problems)}"
                 for o in outcomes if not o.ok]
     assert not problems, "\n".join(problems)
     if command.startswith("train"):

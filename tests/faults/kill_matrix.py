@@ -65,7 +65,7 @@ class Command:
 class Outcome:
     command: str
     moment: int
-    delay_s: float
+    killed_at_s: float
     killed_while: str
     problems: list[str]
 
@@ -290,6 +290,7 @@ def one_moment(command: Command, inputs: Path, work: Path, reference: Any, secon
         if elapsed > 3 * seconds + 30:
             break
         time.sleep(0.005 if at_checkpoint else 0.02)
+    killed_at = time.monotonic() - started
     finished_first = proc.poll() is not None
     if finished_first:
         killed_while = "(finished before the kill)"
@@ -332,7 +333,7 @@ def one_moment(command: Command, inputs: Path, work: Path, reference: Any, secon
     leaked = leaked_shm(shm_before)
     if leaked:
         problems.append(f"/dev/shm entries left: {sorted(leaked)[:5]}")
-    return Outcome(command.name, moment, round(delay, 3), killed_while, problems)
+    return Outcome(command.name, moment, round(killed_at, 3), killed_while, problems)
 
 
 def run_matrix(names: list[str], moments: int, seed: int, size: str, scratch: Path,
@@ -370,7 +371,7 @@ def run_matrix(names: list[str], moments: int, seed: int, size: str, scratch: Pa
             work.mkdir()
             outcome = one_moment(command, inputs, work, reference, seconds, moment, rng)
             outcomes.append(outcome)
-            log(f"  {name} #{moment}: killed at {outcome.delay_s:.2f} s ({outcome.killed_while}): "
+            log(f"  {name} #{moment}: killed at {outcome.killed_at_s:.2f} s ({outcome.killed_while}): "
                 f"{'ok' if outcome.ok else '; '.join(outcome.problems)}")
             if outcome.ok:
                 shutil.rmtree(work, ignore_errors=True)
