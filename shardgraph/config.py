@@ -172,7 +172,8 @@ class TrainingConfig:
     edge_chunk_size: int = opt(4_000_000, "edges read from a bucket at a time (bounds memory)", positive)
     checkpoint_every_buckets: int = opt(0, "also checkpoint after every N buckets; 0 = after each epoch only",
                                         non_negative)
-    keep_checkpoints: int = opt(1, "complete checkpoints to keep", positive)
+    keep_checkpoints: int = opt(2, "complete checkpoints to keep; --resume falls back to an older one when the "
+                                "newest is damaged", positive)
     eval_every: int = opt(0, "evaluate on the valid split every K epochs; 0 = never", non_negative)
     eval_negatives: int = opt(0, "candidates for that evaluation: 0 = all entities, else N sampled",
                               non_negative)

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from shardgraph.errors import DatasetError
 from shardgraph.utils.npy import file_checksum, payload_checksum
+from shardgraph.utils.paths import check_npy_size, member_path
 
 FORMAT = "shardgraph-dataset"
 FORMAT_VERSION = 1
@@ -101,14 +103,40 @@ class Dataset:
         if version != FORMAT_VERSION:
             raise DatasetError(f"{self.path} has dataset format version {version}; this shardgraph reads version "
                                f"{FORMAT_VERSION}. Re-import the edges with this version.")
-        self.entity_types = {
-            name: EntityTypeInfo(name, info["partitions"], tuple(info["partition_counts"]))
-            for name, info in self.manifest["entity_types"].items()
-        }
-        self.relations = [
-            RelationInfo(r["name"], r["lhs"], r["rhs"], dict(r["edges"])) for r in self.manifest["relations"]
-        ]
-        self.num_partitions: int = self.manifest["num_partitions"]
+        try:
+            self.entity_types = {
+                name: EntityTypeInfo(name, int(info["partitions"]), tuple(int(c) for c in info["partition_counts"]))
+                for name, info in self.manifest["entity_types"].items()
+            }
+            self.relations = [
+                RelationInfo(r["name"], r["lhs"], r["rhs"], dict(r["edges"])) for r in self.manifest["relations"]
+            ]
+            self.num_partitions: int = int(self.manifest["num_partitions"])
+            self._dictionary_sums = {entry["file"]: entry["xxh3"] for entry in self.manifest.get("dictionaries", [])}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(f"{manifest_path} is malformed ({type(exc).__name__}: {exc}); re-import the "
+                               "dataset.") from None
+        self._verified: set[str] = set()
+        self._check_counts(manifest_path)
+
+    def _check_counts(self, manifest_path: Path) -> None:
+        """Entity counts against the dictionary files, before anything sized by them is allocated:
+        every id takes at least two bytes (a character and a newline)."""
+        for entity_type in self.entity_types.values():
+            if len(entity_type.partition_counts) != entity_type.partitions:
+                raise DatasetError(f"{manifest_path}: entity type {entity_type.name!r} has "
+                                   f"{entity_type.partitions} partitions but {len(entity_type.partition_counts)} "
+                                   "partition counts; the manifest is corrupt.")
+            for partition, count in enumerate(entity_type.partition_counts):
+                path = self.dictionary_path(entity_type.name, partition)
+                try:
+                    size = path.stat().st_size
+                except OSError as exc:
+                    raise DatasetError(f"{path} cannot be read ({exc.strerror}); re-import the dataset.") from None
+                if count < 0 or 2 * count > size:
+                    raise DatasetError(f"{manifest_path} claims {count:,} entities of type {entity_type.name!r} "
+                                       f"in partition {partition}, but {path} ({size:,} bytes) cannot hold them; "
+                                       "the manifest is corrupt.")
 
     # ------------------------------------------------------------------ schema
     @cached_property
@@ -128,9 +156,13 @@ class Dataset:
     # ------------------------------------------------------------------ edges
     def buckets(self, split: str) -> list[BucketInfo]:
         """Non-empty buckets of a split."""
-        return [BucketInfo(b["lhs"], b["rhs"], b["edges"], b["file"], b["xxh3"],
-                           {name: (a["file"], a["xxh3"]) for name, a in b.get("attributes", {}).items()})
-                for b in self.manifest["splits"].get(split, {}).get("buckets", [])]
+        try:
+            return [BucketInfo(int(b["lhs"]), int(b["rhs"]), int(b["edges"]), b["file"], b["xxh3"],
+                               {name: (a["file"], a["xxh3"]) for name, a in b.get("attributes", {}).items()})
+                    for b in self.manifest["splits"].get(split, {}).get("buckets", [])]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(f"{self.path / MANIFEST} has a malformed bucket entry in split {split!r} "
+                               f"({type(exc).__name__}: {exc}); re-import the dataset.") from None
 
     def bucket(self, split: str, lhs_partition: int, rhs_partition: int) -> BucketInfo | None:
         for b in self.buckets(split):
@@ -143,16 +175,69 @@ class Dataset:
         info = self.bucket(split, lhs_partition, rhs_partition)
         if info is None:
             return np.zeros((0, 3), dtype=EDGE_DTYPE)
+        self.bucket_path(info)
         return self._load_edges(info)
 
+    def member(self, name: object) -> Path:
+        """The path of a file the manifest names, refused if it could lie outside the dataset."""
+        return member_path(self.path, name, self.path / MANIFEST, DatasetError)
+
+    def dictionary_path(self, entity_type: str, partition: int) -> Path:
+        return self.member(dictionary_file(entity_type, partition))
+
+    def bucket_path(self, info: BucketInfo) -> Path:
+        """The path of a bucket's edge file, its checksum and id ranges checked once per process
+        (the training kernels index tables with these ids: a damaged file must not reach them)."""
+        path = self.member(info.file)
+        if info.file not in self._verified:
+            edges = self._load_edges(info)
+            self._check_payload(path, edges, info.checksum)
+            self._check_ranges(path, info, edges)
+            self._verified.add(info.file)
+        return path
+
+    def _check_payload(self, path: Path, array: np.ndarray, expected: str) -> None:
+        found = payload_checksum(np.asarray(array))
+        if found != expected:
+            raise DatasetError(f"{path} does not match its checksum (xxh3 {found}, the manifest says {expected}): "
+                               "the file is damaged; re-import the dataset.")
+
+    def _check_ranges(self, path: Path, info: BucketInfo, edges: np.ndarray) -> None:
+        relations = len(self.relations)
+        limits = np.array([[self._count(r.lhs, info.lhs), self._count(r.rhs, info.rhs)] for r in self.relations]
+                          or [[0, 0]], dtype=np.int64)
+        step = 1 << 20
+        for start in range(0, edges.shape[0], step):
+            block = np.asarray(edges[start : start + step], dtype=np.int64)
+            rel = block[:, REL]
+            bad = (rel < 0) | (rel >= relations)
+            if not bad.any():
+                bad = (block[:, LHS] < 0) | (block[:, LHS] >= limits[rel, 0]) | (block[:, RHS] < 0) | \
+                      (block[:, RHS] >= limits[rel, 1])
+            if bad.any():
+                row = start + int(np.flatnonzero(bad)[0])
+                raise DatasetError(f"{path} row {row}: edge {edges[row].tolist()} names an entity or relation "
+                                   "the dataset does not have; the file is damaged: re-import the dataset.")
+
+    def _count(self, entity_type: str, partition: int) -> int:
+        spec = self.entity_types.get(entity_type)
+        if spec is None:
+            raise DatasetError(f"{self.path / MANIFEST} names the entity type {entity_type!r} in a relation but "
+                               "does not declare it; the manifest is corrupt.")
+        counts = spec.partition_counts
+        return counts[partition] if spec.partitions > 1 and partition < len(counts) else counts[0] if counts else 0
+
     def _load_edges(self, info: BucketInfo) -> np.ndarray:
-        path = self.path / info.file
+        path = self.member(info.file)
+        if info.edges < 0:
+            raise DatasetError(f"{self.path / MANIFEST} claims {info.edges} edges in {path}; the manifest is corrupt.")
+        check_npy_size(path, (info.edges, 3), np.dtype(EDGE_DTYPE).itemsize, DatasetError)
         try:
-            edges = np.load(path, mmap_mode="r")
+            edges = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path} cannot be read: {exc}") from None
-        if edges.shape != (info.edges, 3):
-            raise DatasetError(f"{path} holds {edges.shape} edges; the manifest says ({info.edges}, 3). "
+        if edges.shape != (info.edges, 3) or edges.dtype != EDGE_DTYPE:
+            raise DatasetError(f"{path} holds {edges.dtype} {edges.shape}; the manifest says int32 ({info.edges}, 3). "
                                "The dataset is corrupt: re-import it.")
         return edges
 
@@ -175,9 +260,10 @@ class Dataset:
         if name not in info.attributes:
             raise DatasetError(f"The manifest of {self.path} lists no {name!r} file for {info.file}; "
                                "the dataset is corrupt: re-import it.")
-        path = self.path / info.attributes[name][0]
+        path = self.member(info.attributes[name][0])
+        check_npy_size(path, (max(info.edges, 0),), 4, DatasetError)
         try:
-            values = np.load(path, mmap_mode="r")
+            values = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path} cannot be read: {exc}") from None
         if values.shape != (info.edges,):
@@ -187,6 +273,7 @@ class Dataset:
 
     def iter_edges(self, split: str) -> Iterator[tuple[BucketInfo, np.ndarray]]:
         for info in self.buckets(split):
+            self.bucket_path(info)
             yield info, self._load_edges(info)
 
     def global_edges(self, split: str) -> np.ndarray:
@@ -214,8 +301,21 @@ class Dataset:
     # ------------------------------------------------------------------ dictionaries
     def entity_names(self, entity_type: str, partition: int) -> list[str]:
         """The string ids of one partition, in local id order."""
-        path = self.path / dictionary_file(entity_type, partition)
-        text = path.read_text(encoding="utf-8")
+        path = self.dictionary_path(entity_type, partition)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{path} cannot be read ({exc.strerror}); re-import the dataset.") from None
+        expected_sum = self._dictionary_sums.get(dictionary_file(entity_type, partition))
+        if expected_sum is not None:
+            found = xxhash.xxh3_64_hexdigest(data)
+            if found != expected_sum:
+                raise DatasetError(f"{path} does not match its checksum (xxh3 {found}, the manifest says "
+                                   f"{expected_sum}): the file is damaged; re-import the dataset.")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path} is not UTF-8 ({exc}); the dataset is corrupt.") from None
         names = text.split("\n")
         if names and names[-1] == "":
             names.pop()
@@ -235,16 +335,18 @@ class Dataset:
     def verify(self) -> None:
         """Check every file against the checksums of the manifest."""
         for entry in self.manifest.get("dictionaries", []):
-            path = self.path / entry["file"]
-            if not path.is_file() or file_checksum(path) != entry["xxh3"]:
-                raise DatasetError(f"{path} is missing or does not match its checksum; re-import the dataset.")
+            path = self.member(entry["file"])
+            if not path.is_file():
+                raise DatasetError(f"{path} is missing; re-import the dataset.")
+            found = file_checksum(path)
+            if found != entry["xxh3"]:
+                raise DatasetError(f"{path} does not match its checksum (xxh3 {found}, the manifest says "
+                                   f"{entry['xxh3']}): the file is damaged; re-import the dataset.")
         for split in SPLITS:
             for info in self.buckets(split):
-                if payload_checksum(np.asarray(self._load_edges(info))) != info.checksum:
-                    raise DatasetError(f"{self.path / info.file} does not match its checksum; re-import the dataset.")
+                self.bucket_path(info)
                 for name, (file, checksum) in info.attributes.items():
-                    if payload_checksum(np.asarray(self._load_attribute(info, name))) != checksum:
-                        raise DatasetError(f"{self.path / file} does not match its checksum; re-import the dataset.")
+                    self._check_payload(self.member(file), self._load_attribute(info, name), checksum)
 
     def summary(self) -> dict[str, Any]:
         return {

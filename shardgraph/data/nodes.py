@@ -90,7 +90,7 @@ def table_columns(path: Path) -> list[str]:
     if table_format(path) == "parquet":
         return list(pq.ParquetFile(path).schema_arrow.names)
     with Location.of(path).open() as f:
-        first = f.readline().decode("utf-8", "replace").rstrip("\r\n")
+        first = f.readline().decode("utf-8-sig", "replace").rstrip("\r\n")  # a byte order mark is not a name
     if table_format(path) == "tsv":
         return [c.strip() for c in first.split("\t")]
     return [c.strip() for c in next(csv.reader([first]))] if first else []
@@ -110,22 +110,44 @@ def read_table_blocks(path: Path, columns: Sequence[str], block_mb: int) -> Iter
             yield table, row
             row += table.num_rows
         return
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=block_mb << 20),
-        parse_options=pacsv.ParseOptions(delimiter="\t" if table_format(path) == "tsv" else ",",
-                                          quote_char=False if table_format(path) == "tsv" else '"'),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                             include_columns=list(columns), strings_can_be_null=False),
-    )
     line = 2
     try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=block_mb << 20),
+            parse_options=pacsv.ParseOptions(delimiter="\t" if table_format(path) == "tsv" else ",",
+                                              quote_char=False if table_format(path) == "tsv" else '"'),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                 include_columns=list(columns), strings_can_be_null=False),
+        )
         for batch in reader:
             table = pa.Table.from_batches([batch])
             yield table, line
             line += table.num_rows
     except pa.ArrowInvalid as exc:
-        raise InputError(f"cannot be read as a table: {exc}", path=path, line=line) from None
+        raise locate_table_error(path, len(present), exc) from None
+
+
+def locate_table_error(path: Path, width: int, exc: Exception) -> InputError:
+    """The line and field of the first row pyarrow rejected, found by a slow scan of the file
+    (pyarrow's message names neither)."""
+    tsv = table_format(path) == "tsv"
+    with Location.of(path).open() as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                return InputError("is not valid UTF-8", path=path, line=number, field=f"byte {error.start + 1}")
+            if number == 1 or not text:
+                continue
+            try:
+                fields = text.split("\t") if tsv else next(csv.reader([text], strict=True))
+            except csv.Error as error:
+                return InputError(f"is not a well-formed CSV row ({error})", path=path, line=number)
+            if len(fields) != width:
+                return InputError(f"has {len(fields)} fields; the header has {width}", path=path, line=number,
+                                  field=str(min(len(fields), width) + 1))
+    return InputError(f"cannot be read as a table: {exc}", path=path)
 
 
 @dataclass
@@ -394,7 +416,7 @@ def _read_label_file(path: Path, id_column: str) -> Iterator[tuple[pa.Array, pa.
         raise InputError("file not found", path=path)
     delimiter = "\t" if table_format(path) == "tsv" else ","
     with Location.of(path).open() as f:
-        first = f.readline().decode("utf-8", "replace").rstrip("\r\n").split(delimiter)
+        first = f.readline().decode("utf-8-sig", "replace").rstrip("\r\n").split(delimiter)
     header = first[0].strip() == id_column
     reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(skip_rows=1 if header else 0,
                                                                  column_names=["id", "label"]),
@@ -504,11 +526,16 @@ class NodeTables:
         self.dense_width: int = entry["dense_width"]
         self.layout = [FeatureSlot(**slot) for slot in entry["features"]]
         self.feature_config = {name: FeatureConfig(**f) for name, f in entry["feature_config"].items()}
-        classes = (self.path / "nodes" / self.entity_type / "classes.txt").read_text(encoding="utf-8")
+        classes = self._member(f"nodes/{self.entity_type}/classes.txt").read_text(encoding="utf-8")
         self.classes: list[str] = classes.split("\n")[:-1] if classes else []
 
+    def _member(self, name: str) -> Path:
+        from shardgraph.utils.paths import member_path
+
+        return member_path(self.path, name, self.path / "manifest.json", DatasetError)
+
     def array(self, partition: int, name: str) -> np.ndarray:
-        file = self.path / node_file(self.entity_type, partition, name)
+        file = self._member(node_file(self.entity_type, partition, name))
         try:
             array = np.load(file, mmap_mode="r")
             return array[:, 0] if array.ndim == 2 and name != "dense" else array
@@ -517,7 +544,7 @@ class NodeTables:
 
     def verify(self) -> None:
         for entry in self.entry.get("written", []):
-            file = self.path / entry["file"]
+            file = self._member(entry["file"])
             if not file.is_file() or file_checksum(file) != entry["xxh3"]:
                 raise DatasetError(f"{file} is missing or does not match its checksum; re-import the dataset.")
 

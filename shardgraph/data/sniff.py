@@ -56,11 +56,18 @@ def parse_delimiter(text: str) -> str:
     return unescaped
 
 
+# ids and lines may be longer than the csv module's default field limit (128 KiB); pyarrow reads them
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+
+
 def split_line(line: str, delimiter: str) -> list[str]:
     if delimiter == WHITESPACE:
         return line.split()
     if delimiter in QUOTABLE:
-        return next(csv.reader([line], delimiter=delimiter), [])
+        try:
+            return next(csv.reader([line], delimiter=delimiter), [])
+        except csv.Error:  # a malformed quote: the fields as they stand, for the message that follows
+            return line.split(delimiter)
     return line.split(delimiter)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from shardgraph.errors import QueryError, ShardgraphError
 from shardgraph.utils.atomic import atomic_directory
+from shardgraph.utils.npy import file_checksum
 
 KINDS = ("flat", "ivf", "hnsw")
 
@@ -52,8 +52,21 @@ class NeighborIndex:
         if not (path / "meta.json").is_file() or not (path / "index.faiss").is_file():
             raise QueryError(f"{path} is not a shardgraph index (make one with `shardgraph index`).")
         faiss = _faiss()
-        meta = json.loads((path / "meta.json").read_text())
-        index = faiss.read_index(str(path / "index.faiss"))
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise QueryError(f"{path / 'meta.json'} is corrupt ({exc}); rebuild the index.") from None
+        expected = meta.get("index_xxh3")
+        found = file_checksum(path / "index.faiss")
+        if expected is not None and found != expected:
+            raise QueryError(f"{path / 'index.faiss'} does not match its checksum (xxh3 {found}, meta.json says "
+                             f"{expected}): the index is damaged; rebuild it.")
+        try:
+            index = faiss.read_index(str(path / "index.faiss"))
+        except RuntimeError as exc:
+            raise QueryError(f"{path / 'index.faiss'} cannot be read ({exc}); rebuild the index.") from None
         if meta["kind"] == "ivf":
             index.nprobe = meta["nprobe"]
         elif meta["kind"] == "hnsw":
@@ -134,10 +147,9 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
         meta["target_recall"] = target_recall
         meta["tune_s"] = round(time.perf_counter() - started, 3)
     out = Path(out)
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    with atomic_directory(out, overwrite=False) as temp:
+    with atomic_directory(out, overwrite=overwrite) as temp:  # an old index stays whole until the new one is
         faiss.write_index(index, str(temp / "index.faiss"))
+        meta["index_xxh3"] = file_checksum(temp / "index.faiss")  # faiss itself trusts the bytes it reads
         (temp / "meta.json").write_text(json.dumps(meta, indent=1))
     return {**meta, "path": str(out)}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle  # only for its exception type: nothing is unpickled
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,17 @@ class SageModel:
         if not model_file.is_file():
             raise CheckpointError(f"{self.path} has no model.pt: it is not a finished GraphSAGE run "
                                   "(resume it with `shardgraph train-sage CONFIG --out RUN --resume`).")
-        payload = torch.load(model_file, weights_only=False)
-        if payload.get("version") != MODEL_VERSION:
-            raise CheckpointError(f"{model_file} has version {payload.get('version')}; expected {MODEL_VERSION}.")
+        try:  # weights_only: a run directory from elsewhere must not run code through pickle
+            payload = torch.load(model_file, weights_only=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(f"{model_file} holds Python objects besides tensors and plain values; shardgraph "
+                                  "loads weights only and runs no code from a run directory. It was not written by "
+                                  "shardgraph train-sage: train the run again.") from None
+        except Exception as exc:
+            raise CheckpointError(f"{model_file} cannot be read ({type(exc).__name__}: {exc}).") from None
+        if not isinstance(payload, dict) or payload.get("version") != MODEL_VERSION:
+            version = payload.get("version") if isinstance(payload, dict) else None
+            raise CheckpointError(f"{model_file} has version {version}; expected {MODEL_VERSION}.")
         self.config: Config = config_from_dict(payload["config"])
         self.sage = self.config.sage
         self.dataset = Dataset(dataset or self.config.data.dataset)

@@ -283,11 +283,12 @@ class SageTrainer:
         if not path.is_file():
             return
         try:
-            state = torch.load(path, weights_only=False)
+            state = torch.load(path, weights_only=True)  # never unpickle code from a run directory
         except Exception as exc:
             raise CheckpointError(f"{path} cannot be read ({exc}); start the run again without --resume") from None
-        if state.get("version") != MODEL_VERSION:
-            raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this shardgraph "
+        version = state.get("version") if isinstance(state, dict) else None
+        if version != MODEL_VERSION:
+            raise CheckpointError(f"{path} has checkpoint version {version}; this shardgraph "
                                   f"writes {MODEL_VERSION}.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -330,7 +331,7 @@ def train_sage(config: Config, run_dir: str | Path, *, resume: bool = False, ove
     dataset = Dataset(config.data.dataset)
     data = GraphData(dataset, sage)
     if resume and (run / "splits.npz").is_file():
-        with np.load(run / "splits.npz") as saved:
+        with np.load(run / "splits.npz", allow_pickle=False) as saved:
             splits = {k: saved[k] for k in ("train", "valid", "test")}
     else:
         splits = make_splits(data, sage)

@@ -17,6 +17,7 @@ export memory-map them.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import warnings
@@ -32,6 +33,9 @@ import xxhash
 from shardgraph.errors import CheckpointError
 from shardgraph.utils.atomic import atomic_file, atomic_write_text, disk_full_message
 from shardgraph.utils.npy import payload_checksum
+from shardgraph.utils.paths import check_npy_size, member_path
+
+log = logging.getLogger(__name__)
 
 FORMAT = "shardgraph-checkpoint"
 FORMAT_VERSION = 1
@@ -99,18 +103,42 @@ class CheckpointStore:
         path = self.root / MANIFEST
         if not path.exists():
             return None
+        return self._read_manifest(path)
+
+    def _read_manifest(self, path: Path) -> dict[str, Any]:
         try:
             manifest: dict[str, Any] = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path} is corrupt ({exc}).") from None
-        if manifest.get("format") != FORMAT:
+        except OSError as exc:
+            raise CheckpointError(f"{path} cannot be read ({exc.strerror}).") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a shardgraph checkpoint manifest.")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{path} has checkpoint format version {manifest.get('format_version')}; this shardgraph reads "
                 f"version {FORMAT_VERSION}. Train a new run with this version."
             )
+        try:
+            int(manifest["version"])
+            for parts in manifest["partitions"].values():
+                for entry in parts.values():
+                    self._check_entry(path, PartitionFiles(**entry))
+            self.member(manifest["relations"]["file"], path)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path} is malformed ({type(exc).__name__}: {exc}).") from None
         return manifest
+
+    def member(self, name: object, manifest: Path | None = None) -> Path:
+        """The path of a file a manifest names, refused if it could lie outside the checkpoint directory."""
+        return member_path(self.root, name, manifest or self.root / MANIFEST, CheckpointError)
+
+    def _check_entry(self, manifest: Path, files: PartitionFiles) -> None:
+        for name in (files.embeddings, files.state):
+            self.member(name, manifest)
+        if files.dtype not in TORCH_DTYPES or int(files.rows) < 0 or int(files.dim) < 0:
+            raise CheckpointError(f"{manifest} describes {files.embeddings} as {files.dtype} ({files.rows}, "
+                                  f"{files.dim}); the manifest is corrupt.")
 
     def partition_files(self, manifest: Mapping[str, Any], entity_type: str, partition: int) -> PartitionFiles:
         try:
@@ -119,12 +147,63 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint has no partition {partition} of type {entity_type!r}.") from None
         return PartitionFiles(**entry)
 
+    def verify(self, manifest: Mapping[str, Any]) -> None:
+        """Check every file of a checkpoint against its checksum; CheckpointError names the first bad one."""
+        for parts in manifest["partitions"].values():
+            for entry in parts.values():
+                files = PartitionFiles(**entry)
+                self.load_partition(files, verify=True, mmap=True)
+        self.load_relations(manifest, verify=True)
+
+    def resumable(self) -> dict[str, Any] | None:
+        """The newest complete checkpoint whose files are all intact, for --resume.
+
+        The current manifest comes first, then the older versions kept in history
+        (`training.keep_checkpoints`). A damaged newer one is logged and set aside (its history
+        manifest renamed damaged-manifest.v*.json), and the intact one it falls back to becomes
+        current. None if the run has no checkpoint; CheckpointError if every kept one is damaged.
+        """
+        candidates = [self.root / MANIFEST] if (self.root / MANIFEST).exists() else []
+        candidates += sorted(self._history(), key=_manifest_version, reverse=True)
+        if not candidates:
+            return None
+        problems: list[str] = []
+        damaged_versions: set[int] = set()
+        damaged: list[Path] = []
+        for path in candidates:
+            version: int | None = None
+            try:
+                manifest = self._read_manifest(path)
+                version = int(manifest["version"])
+                if version in damaged_versions:
+                    damaged.append(path)  # the history copy of a manifest whose files are damaged
+                    continue
+                self.verify(manifest)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                damaged.append(path)
+                if path.parent.name == "history":
+                    damaged_versions.add(_manifest_version(path))
+                elif version is not None:
+                    damaged_versions.add(version)
+                continue
+            if problems:
+                log.warning("the latest checkpoint is damaged (%s); resuming from the intact %s instead",
+                            "; ".join(problems), describe(manifest))
+                for old in damaged:
+                    if old.parent.name == "history":
+                        old.rename(old.with_name("damaged-" + old.name))
+                atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=1))
+            return manifest
+        raise CheckpointError(f"every kept checkpoint of {self.run_dir} is damaged: {'; '.join(problems)}. "
+                              "Start the run again without --resume.")
+
     def read_partition_into(self, files: PartitionFiles, embeddings: torch.Tensor, state: torch.Tensor) -> None:
         """Read a partition's files straight into (rows, D) / (rows,) tensors of the stored dtypes,
         checksums verified: no intermediate copy and no mapped file pages (the buffer's loads)."""
         for name, checksum, target in ((files.embeddings, files.embeddings_xxh3, embeddings),
                                        (files.state, files.state_xxh3, state)):
-            path = self.root / name
+            path = self.member(name)
             array = to_numpy(target)
             try:
                 with open(path, "rb") as f:
@@ -140,41 +219,55 @@ class CheckpointStore:
                         raise CheckpointError(f"{path} is truncated: the checkpoint is incomplete.")
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"{path} cannot be read ({exc}); the checkpoint is incomplete.") from None
-            if payload_checksum(array) != checksum:
-                raise CheckpointError(f"{path} does not match its checksum: the checkpoint is corrupt.")
+            found = payload_checksum(array)
+            if found != checksum:
+                raise CheckpointError(f"{path} does not match its checksum (xxh3 {found}, the manifest says "
+                                      f"{checksum}): the checkpoint is corrupt.")
 
     def load_partition(self, files: PartitionFiles, verify: bool = True,
                        mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings (rows, D), state (rows,)) as numpy arrays (memory maps with mmap)."""
         arrays = []
-        for name, checksum in ((files.embeddings, files.embeddings_xxh3), (files.state, files.state_xxh3)):
-            path = self.root / name
+        itemsize = 4 if files.dtype == "float32" else 2
+        for name, checksum, shape, size in ((files.embeddings, files.embeddings_xxh3, (files.rows, files.dim),
+                                             itemsize), (files.state, files.state_xxh3, (files.rows,), 4)):
+            path = self.member(name)
+            check_npy_size(path, shape, size, CheckpointError)
             try:
-                array = np.load(path, mmap_mode="r" if mmap else None)
+                array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"{path} cannot be read ({exc}); the checkpoint is incomplete.") from None
-            if verify and payload_checksum(np.asarray(array)) != checksum:
-                raise CheckpointError(f"{path} does not match its checksum: the checkpoint is corrupt.")
+            if array.shape != shape:
+                raise CheckpointError(f"{path} has shape {array.shape}, the manifest says {shape}: the checkpoint "
+                                      "is corrupt.")
+            if verify:
+                found = payload_checksum(np.asarray(array))
+                if found != checksum:
+                    raise CheckpointError(f"{path} does not match its checksum (xxh3 {found}, the manifest says "
+                                          f"{checksum}): the checkpoint is corrupt.")
             arrays.append(array)
         embeddings, state = arrays
-        if embeddings.shape != (files.rows, files.dim):
-            raise CheckpointError(f"{self.root / files.embeddings} has shape {embeddings.shape}, expected "
-                                  f"{(files.rows, files.dim)}.")
         return embeddings, state
 
     def load_relations(self, manifest: Mapping[str, Any], verify: bool = True) -> dict[str, np.ndarray]:
         entry = manifest["relations"]
-        path = self.root / entry["file"]
+        path = self.member(entry["file"])
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise CheckpointError(f"{path} cannot be read ({exc}).") from None
-        if verify and xxhash.xxh3_64_hexdigest(data) != entry["xxh3"]:
-            raise CheckpointError(f"{path} does not match its checksum: the checkpoint is corrupt.")
+        found = xxhash.xxh3_64_hexdigest(data)
+        if verify and found != entry["xxh3"]:
+            raise CheckpointError(f"{path} does not match its checksum (xxh3 {found}, the manifest says "
+                                  f"{entry['xxh3']}): the checkpoint is corrupt.")
         import io
+        import zipfile
 
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(f"{path} cannot be read ({exc}): the checkpoint is corrupt.") from None
 
     # ------------------------------------------------------------------ writing
     def next_version(self) -> int:
@@ -249,13 +342,16 @@ class CheckpointStore:
 
     def collect_garbage(self, keep: int = 1) -> None:
         """Delete files that none of the last `keep` complete manifests refers to (and stale temp files)."""
-        manifests = sorted(self._history(), key=lambda p: int(p.name.split(".v")[1].split(".")[0]))
+        manifests = sorted(self._history(), key=_manifest_version)
         keep_manifests = manifests[-keep:]
         for old in manifests[:-keep]:
             old.unlink(missing_ok=True)
         referenced: set[str] = set()
         for path in keep_manifests:
-            m = json.loads(path.read_text())
+            try:
+                m = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a damaged manifest protects no files
             referenced.add(m["relations"]["file"])
             for parts in m["partitions"].values():
                 for entry in parts.values():
@@ -294,6 +390,10 @@ class CheckpointStore:
                 fill(f)
         except OSError as exc:
             raise CheckpointError(disk_full_message(exc, path) or f"cannot write {path}: {exc}") from exc
+
+
+def _manifest_version(path: Path) -> int:
+    return int(path.name.split(".v")[1].split(".")[0])
 
 
 def describe(manifest: Mapping[str, Any]) -> str:

@@ -195,7 +195,7 @@ def prepare_run_dir(config: Config, dataset: Dataset, run_dir: Path, resume: boo
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = CheckpointStore(run_dir)
-    manifest = store.manifest() if resume else None
+    manifest = store.resumable() if resume else None
     if manifest is not None:
         saved = load_config(run_dir / "config.toml")
         if _shape_of(saved) != _shape_of(config):
@@ -344,7 +344,7 @@ class Trainer:
             bucket_started = time.perf_counter()
             results: list[TaskResult] = []
             if info is not None and info.edges > 0:
-                results = self._train_bucket(epoch, lhs, rhs, info.edges, str(self.dataset.path / info.file),
+                results = self._train_bucket(epoch, lhs, rhs, info.edges, str(self.dataset.bucket_path(info)),
                                              buffer.slot_map(keys), pool, context)
                 buffer.mark_dirty(keys)
             bucket = BucketStats(epoch, index, buckets, lhs, rhs, sum(r.edges for r in results),

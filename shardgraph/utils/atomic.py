@@ -37,7 +37,35 @@ def fsync_tree(root: Path) -> None:
 
 
 def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    """A unique hidden name next to `path` for a file or directory that becomes `path` by rename;
+    siblings that dead processes left are removed first."""
+    if tag == "tmp":
+        remove_stale_siblings(path)
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale_siblings(path: Path) -> None:
+    """Remove the temporary siblings of `path` (see `temp_sibling`) left by processes of this host
+    that died without cleaning up (kill -9, power loss); those of live processes are left alone."""
+    import psutil
+
+    prefix = f".{path.name}."
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        tag, _, rest = entry.name[len(prefix):].partition("-")
+        if not entry.name.startswith(prefix) or tag not in ("tmp", "old"):
+            continue
+        pid = rest.split("-", 1)[0]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
 
 
 def disk_full_message(exc: OSError, what: str | Path) -> str | None:

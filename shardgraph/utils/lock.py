@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shardgraph.errors import ShardgraphError
+from shardgraph.utils.atomic import disk_full_message
 
 
 def lock_file(path: Path) -> Path:
@@ -35,9 +36,15 @@ def exclusive(path: str | Path, what: str) -> Iterator[None]:
     fd = _acquire(lock, path, what)
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "command": " ".join(sys.argv)[:300]}).encode())
+        try:
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "command": " ".join(sys.argv)[:300]}).encode())
+        except OSError as exc:  # a full disk: say so now rather than with a traceback
+            message = disk_full_message(exc, path)
+            if message is None:
+                raise
+            raise ShardgraphError(message) from exc
         yield
     finally:
         with contextlib.suppress(OSError):
