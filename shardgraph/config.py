@@ -156,6 +156,10 @@ class TrainingConfig:
     sampling_correction: bool = opt(False, "softmax loss: subtract from every candidate's score the log of its "
                                     "expected count among the sampled negatives, so that batch negatives "
                                     "(drawn by degree) do not push popular entities down the full ranking")
+    self_negatives: bool = opt(False, "also score each edge's query entity as a negative of its own query (lhs "
+                               "among the rhs candidates and vice versa), unless the edge itself, or a training "
+                               "edge (h, r, h), is a self-loop: sampled negatives almost never hold it, so "
+                               "nothing else teaches a model that an entity is not related to itself")
     lr: float = opt(0.1, "learning rate of the embeddings (row-wise Adagrad)", positive)
     relation_lr: float = opt(0.0, "learning rate of the relation parameters (Adagrad); 0 = lr", non_negative)
     workers: int = opt(0, "HOGWILD worker processes per bucket; 0 = one per core", non_negative)
