@@ -175,6 +175,10 @@ class TrainingConfig:
     eval_every: int = opt(0, "evaluate on the valid split every K epochs; 0 = never", non_negative)
     eval_negatives: int = opt(0, "candidates for that evaluation: 0 = all entities, else N sampled",
                               non_negative)
+    early_stopping_patience: int = opt(0, "with eval_every: stop when the validation MRR has not improved for this "
+                                       "many evaluations in a row; 0 = train every epoch. Either way the "
+                                       "checkpoint of the best validation MRR is kept, and eval and export use it",
+                                       non_negative)
     device: str = opt("cpu", "cpu, or cuda to train each bucket on a GPU", one_of("cpu", "cuda"))
 
 
@@ -465,6 +469,9 @@ def _check_consistency(config: Config) -> None:
     if not t.all_negs and t.num_batch_negs == 0 and t.num_uniform_negs == 0:
         raise ConfigError("training needs negatives: set training.num_batch_negs or "
                           "training.num_uniform_negs > 0, or training.all_negs = true.")
+    if t.early_stopping_patience and not t.eval_every:
+        raise ConfigError("training.early_stopping_patience watches the validation MRR of training.eval_every: "
+                          "set training.eval_every > 0 too.")
     if t.sampling_correction and config.model.loss != "softmax":
         raise ConfigError(f"training.sampling_correction needs model.loss = \"softmax\". Got "
                           f"{config.model.loss!r} instead.")

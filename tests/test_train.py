@@ -349,3 +349,68 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_stale(tmp_path: Path
     with exclusive(tmp_path / "imported", "import"), pytest.raises(ShardgraphError, match="being written by another"):
         import_edges([files["train"]], tmp_path / "imported", progress=False)
     import_edges([files["train"]], tmp_path / "imported", progress=False)
+
+
+def _scripted_validation(monkeypatch: pytest.MonkeyPatch, mrr_by_epoch: dict[int, float],
+                         seen: dict[int, np.ndarray]) -> None:
+    """The periodic evaluation returns the given MRR for each epoch, and records the embeddings of the
+    checkpoint it was handed (the one just written)."""
+    from shardgraph.training import callbacks
+
+    def scripted(run: TrainedRun, **_: object) -> dict[str, object]:
+        seen[run.epoch] = run.embeddings("entity", 0).numpy().copy()
+        mrr = mrr_by_epoch[run.epoch]
+        return {"mrr": mrr, "mr": 1 / mrr, "hits@1": mrr, "hits@3": mrr, "hits@10": mrr, "auc": mrr,
+                "epoch": run.epoch}
+
+    monkeypatch.setattr(callbacks, "evaluate", scripted)
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_checkpoint(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation MRR 0.2, 0.4, 0.3, 0.35 with patience 2: training stops after epoch 4; the manifest marks
+    epoch 2 as the best; eval, export and the Python API read epoch 2's tables, --resume the last ones."""
+    from shardgraph.embeddings.writers import export
+
+    seen: dict[int, np.ndarray] = {}
+    _scripted_validation(monkeypatch, {1: 0.2, 2: 0.4, 3: 0.3, 4: 0.35, 5: 0.9}, seen)
+    dataset = kg_dataset(tmp_path, "nations")
+    config = kg_config(dataset, "training.epochs=8", "training.eval_every=1", "training.early_stopping_patience=2")
+    run = train(config, run_dir=tmp_path / "run", progress=False)
+    assert run.epochs == 4 and sorted(seen) == [1, 2, 3, 4]
+    manifest = json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())
+    assert manifest["epoch"] == 4
+    assert manifest["best"]["epoch"] == 2 and manifest["best"]["value"] == pytest.approx(0.4)
+    best = TrainedRun(tmp_path / "run")  # keep_checkpoints = 1: the best one's files were kept all the same
+    assert best.epoch == 2
+    np.testing.assert_array_equal(best.embeddings("entity", 0).numpy(), seen[2])
+    last = TrainedRun(tmp_path / "run", checkpoint="last")
+    assert last.epoch == 4
+    np.testing.assert_array_equal(last.embeddings("entity", 0).numpy(), seen[4])
+    monkeypatch.undo()
+    assert evaluate(tmp_path / "run", split="test")["epoch"] == 2
+    export(tmp_path / "run", "npy", tmp_path / "out.npy", progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), seen[2])
+
+
+def test_the_best_checkpoint_moves_on_and_the_old_one_is_collected(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without patience every epoch trains; the best mark follows the best MRR, and the files of a
+    checkpoint that is neither best nor among the last keep_checkpoints are deleted."""
+    seen: dict[int, np.ndarray] = {}
+    _scripted_validation(monkeypatch, {1: 0.2, 2: 0.5, 3: 0.1, 4: 0.6, 5: 0.3}, seen)
+    dataset = kg_dataset(tmp_path, "nations")
+    train(kg_config(dataset, "training.epochs=5", "training.eval_every=1"), run_dir=tmp_path / "run",
+          progress=False)
+    manifest = json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())
+    assert manifest["epoch"] == 5 and manifest["best"]["epoch"] == 4
+    assert TrainedRun(tmp_path / "run").epoch == 4
+    history = sorted(p.name for p in (tmp_path / "run" / "checkpoint" / "history").glob("*.json"))
+    assert len(history) == 2  # the last and the best
+    embedding_files = list((tmp_path / "run" / "checkpoint").rglob("*.emb.npy"))
+    assert len(embedding_files) == 2
+
+
+def test_early_stopping_needs_evaluation() -> None:
+    with pytest.raises(ShardgraphError, match="eval_every"):
+        load_config(None, ["training.early_stopping_patience=3"])
