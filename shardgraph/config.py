@@ -161,6 +161,10 @@ class TrainingConfig:
     sampling_correction: bool = opt(False, "softmax loss: subtract from every candidate's score the log of its "
                                     "expected count among the sampled negatives, so that batch negatives "
                                     "(drawn by degree) do not push popular entities down the full ranking")
+    self_negatives: bool = opt(False, "also score each edge's query entity as a negative of its own query (lhs "
+                               "among the rhs candidates and vice versa), unless the edge itself, or a training "
+                               "edge (h, r, h), is a self-loop: sampled negatives almost never hold it, so "
+                               "nothing else teaches a model that an entity is not related to itself")
     lr: float = opt(0.1, "learning rate of the embeddings (row-wise Adagrad)", positive)
     relation_lr: float = opt(0.0, "learning rate of the relation parameters (Adagrad); 0 = lr", non_negative)
     workers: int = opt(0, "HOGWILD worker processes per bucket; 0 = one per core", non_negative)
@@ -177,6 +181,10 @@ class TrainingConfig:
     eval_every: int = opt(0, "evaluate on the valid split every K epochs; 0 = never", non_negative)
     eval_negatives: int = opt(0, "candidates for that evaluation: 0 = all entities, else N sampled",
                               non_negative)
+    early_stopping_patience: int = opt(0, "with eval_every: stop when the validation MRR has not improved for this "
+                                       "many evaluations in a row; 0 = train every epoch. Either way the "
+                                       "checkpoint of the best validation MRR is kept, and eval and export use it",
+                                       non_negative)
     device: str = opt("cpu", "cpu, or cuda to train each bucket on a GPU", one_of("cpu", "cuda"))
 
 
@@ -467,6 +475,9 @@ def _check_consistency(config: Config) -> None:
     if not t.all_negs and t.num_batch_negs == 0 and t.num_uniform_negs == 0:
         raise ConfigError("training needs negatives: set training.num_batch_negs or "
                           "training.num_uniform_negs > 0, or training.all_negs = true.")
+    if t.early_stopping_patience and not t.eval_every:
+        raise ConfigError("training.early_stopping_patience watches the validation MRR of training.eval_every: "
+                          "set training.eval_every > 0 too.")
     if t.sampling_correction and config.model.loss != "softmax":
         raise ConfigError(f"training.sampling_correction needs model.loss = \"softmax\". Got "
                           f"{config.model.loss!r} instead.")

@@ -175,10 +175,13 @@ def test_loss_values_by_hand() -> None:
 
 def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool, loss: str,
                all_negs: bool = False, regularizer: str = "none", uniform: int = 4, batch: bool = True,
-               corrected: bool = False) -> None:
+               corrected: bool = False, own: bool = False, lhs: list[int] | None = None,
+               rhs: list[int] | None = None, self_loops: tuple[tuple[int, int], ...] = ()) -> None:
+    """The batch step against one-edge-at-a-time autograd. `own`: training.self_negatives, with
+    `self_loops` the (entity, relation) of the training self-loops."""
     chunk, chunks = 3, 2
     config = make_config(operator, comparator, dynamic, loss, num_batch_negs=chunk if batch else 0,
-                         num_uniform_negs=uniform, all_negs=all_negs)
+                         num_uniform_negs=uniform, all_negs=all_negs, self_negatives=own)
     if regularizer != "none":
         config = config.replace(model=type(config.model)(**{**config.model.__dict__, "regularizer": regularizer,
                                                             "regularization_weight": 0.01}))
@@ -193,8 +196,8 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
     table = Table(embeddings.clone(), torch.zeros(ENTITIES), ENTITIES)
     step = BatchStep(model, config.training, {k: v.clone() for k, v in tables.items()}, state)
     n = chunk * chunks
-    lhs = torch.tensor([0, 1, 2, 3, 3, 5])
-    rhs = torch.tensor([4, 4, 7, 8, 9, 1])  # a repeated rhs in chunk 0: masked from its own negatives
+    lhs = torch.tensor(lhs or [0, 1, 2, 3, 3, 5])
+    rhs = torch.tensor(rhs or [4, 4, 7, 8, 9, 1])  # a repeated rhs in chunk 0: masked from its own negatives
     rel = torch.tensor([0, 1, 2, 0, 1, 2]) if dynamic else torch.zeros(n, dtype=torch.long)
     if all_negs:
         lhs_neg = rhs_neg = torch.arange(ENTITIES).unsqueeze(0)
@@ -206,7 +209,8 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
             chunk, lhs_neg, rhs_neg = n, lhs_neg[:1], rhs_neg[:1]
     corrections = (torch.randn(ENTITIES, generator=generator), torch.randn(ENTITIES, generator=generator)) \
         if corrected else None
-    result = step.compute(table, table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk, corrections)
+    keys = torch.tensor(sorted(e * len(model.relations) + r for e, r in self_loops), dtype=torch.long)
+    result = step.compute(table, table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk, corrections, keys)
 
     # naive: one edge at a time, with autograd
     emb = embeddings.clone().requires_grad_()
@@ -224,14 +228,19 @@ def _step_case(tiny_dataset: Path, operator: str, comparator: str, dynamic: bool
             known_vector = emb[int(known[i])]
 
             def score(other: int, predict: str = predict, known_vector: torch.Tensor = known_vector,
-                      r: int = r) -> torch.Tensor:
-                shift = 0.0 if corrections is None else float(corrections[predict == "rhs"][other])
+                      r: int = r, shifted: bool = True) -> torch.Tensor:
+                shift = 0.0 if corrections is None or not shifted else float(corrections[predict == "rhs"][other])
                 if predict == "rhs":
                     return naive_score(model, params, known_vector, r, emb[other], "rhs") - shift
                 return naive_score(model, params, emb[other], r, known_vector, "lhs") - shift
 
             pos = score(int(truth[i]))
-            neg = torch.stack([score(x) for x in candidates])
+            scores = [score(x) for x in candidates]
+            # the query's own entity: one more negative, sampled with certainty (never corrected),
+            # unless the edge or a training edge (e, r, e) is a self-loop
+            if own and int(known[i]) != int(truth[i]) and (int(known[i]), r) not in self_loops:
+                scores.append(score(int(known[i]), shifted=False))
+            neg = torch.stack(scores)
             total = total + weight * naive_loss(loss, pos, neg, config.model.margin)
     if regularizer != "none":
         total = total + 0.01 * (naive_regularizer(regularizer, emb[lhs], operator)
@@ -369,6 +378,38 @@ def test_bfloat16_rowwise_adagrad_rounds_to_a_neighbour_without_bias() -> None:
     ulp = torch.exp2(torch.floor(torch.log2(expected.abs())) - 7)
     assert bool(((stacked - expected).abs() <= ulp * 1.01).all())
     assert float((stacked.mean(0) - expected).abs().max()) < float(ulp.max()) * 0.25
+
+
+# edges for the own-negative tests:
+# edge 1 is a self-loop (5, r1, 5); (3, r0, 3) is a training self-loop, so 3 is no negative of (3, r0, ?)
+OWN_LHS, OWN_RHS, OWN_SELF_LOOPS = [0, 5, 2, 3, 6, 11], [4, 5, 7, 8, 9, 1], ((3, 0), (5, 1), (1, 2))
+
+
+@pytest.mark.parametrize(("loss", "comparator", "batch", "dynamic"), [
+    ("softmax", "dot", True, True), ("softmax", "cos", False, False), ("softmax", "l2", True, False),
+    ("ranking", "dot", True, True), ("logistic", "squared_l2", False, True),
+])
+def test_own_negatives_equal_naive(tiny_dataset: Path, loss: str, comparator: str, batch: bool,
+                                   dynamic: bool) -> None:
+    """training.self_negatives: each edge's query entity is one more negative of its own query, in
+    both directions; a self-loop edge, or a training self-loop of its relation, keeps it out."""
+    for operator in ("complex_diagonal", "diagonal"):
+        _step_case(tiny_dataset, operator, comparator, dynamic=dynamic, loss=loss, batch=batch, own=True,
+                   lhs=OWN_LHS, rhs=OWN_RHS, self_loops=OWN_SELF_LOOPS)
+
+
+def test_own_negatives_with_correction_and_without_the_kernel_equal_naive(
+        tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The own negative added to the softmax with a sampling correction, by the compiled kernel and
+    by torch ops (one block and several)."""
+    from shardgraph.training import step
+
+    _step_case(tiny_dataset, "diagonal", "dot", dynamic=True, loss="softmax", corrected=True, own=True,
+               lhs=OWN_LHS, rhs=OWN_RHS, self_loops=OWN_SELF_LOOPS)
+    monkeypatch.setattr(step, "softmax_blocks_fused", lambda *args: None)
+    for uniform in (0, 4):
+        _step_case(tiny_dataset, "diagonal", "dot", dynamic=True, loss="softmax", corrected=True, own=True,
+                   uniform=uniform, lhs=OWN_LHS, rhs=OWN_RHS, self_loops=OWN_SELF_LOOPS)
 
 
 def test_positive_is_excluded_from_its_negatives(tiny_dataset: Path) -> None:

@@ -340,12 +340,34 @@ class CheckpointStore:
         except OSError as exc:
             raise CheckpointError(disk_full_message(exc, self.root) or f"cannot write the checkpoint: {exc}") from exc
 
+    def best_manifest(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The manifest of the checkpoint that `manifest` marks as the best so far (key "best", written by
+        training.eval_every), or None where it marks none."""
+        best = manifest.get("best")
+        if not best:
+            return None
+        if int(best["version"]) == int(manifest["version"]):
+            return dict(manifest)
+        path = self.root / "history" / f"manifest.v{int(best['version'])}.json"
+        try:
+            loaded: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path}, the best checkpoint, cannot be read ({exc}).") from None
+        return loaded
+
     def collect_garbage(self, keep: int = 1) -> None:
-        """Delete files that none of the last `keep` complete manifests refers to (and stale temp files)."""
+        """Delete files that none of the last `keep` complete manifests, nor the best checkpoint the current
+        manifest marks, refers to (and stale temp files)."""
         manifests = sorted(self._history(), key=_manifest_version)
         keep_manifests = manifests[-keep:]
+        current = self.manifest()
+        best = current.get("best") if current is not None else None
+        pinned = f"manifest.v{int(best['version'])}.json" if best else ""
         for old in manifests[:-keep]:
-            old.unlink(missing_ok=True)
+            if old.name == pinned:
+                keep_manifests.append(old)
+            else:
+                old.unlink(missing_ok=True)
         referenced: set[str] = set()
         for path in keep_manifests:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from shardgraph.errors import CheckpointError, DatasetError
 from shardgraph.model.model import Model
 from shardgraph.storage.checkpoint import CheckpointStore, from_numpy
 
+log = logging.getLogger("shardgraph.run")
+
 RUN_FORMAT = "shardgraph-run"
 RUN_FORMAT_VERSION = 1
 ADDED = "added"  # RUN/added/<type>.{ids.txt,npy}: entities embedded after training (embed-new)
@@ -25,7 +28,12 @@ ADDED = "added"  # RUN/added/<type>.{ids.txt,npy}: entities embedded after train
 class TrainedRun:
     """A run directory with a complete checkpoint. Embeddings are read partition by partition."""
 
-    def __init__(self, path: str | Path, dataset: str | Path | None = None, verify: bool = True) -> None:
+    def __init__(self, path: str | Path, dataset: str | Path | None = None, verify: bool = True,
+                 checkpoint: str = "best") -> None:
+        """`checkpoint`: "best" (the checkpoint of the best validation MRR where training evaluated, else the
+        last) or "last"."""
+        if checkpoint not in ("best", "last"):
+            raise ValueError(f"checkpoint must be 'best' or 'last'. Got {checkpoint!r} instead.")
         self.path = Path(path)
         if not self.path.is_dir():
             raise CheckpointError(f"Run directory {self.path} does not exist.")
@@ -42,6 +50,12 @@ class TrainedRun:
         manifest = self.store.manifest()
         if manifest is None:
             raise CheckpointError(f"{self.path} has no complete checkpoint yet.")
+        best = self.store.best_manifest(manifest) if checkpoint == "best" else None
+        if best is not None and int(best["version"]) != int(manifest["version"]):
+            mark = manifest["best"]
+            log.info(f"{self.path}: using the best checkpoint (epoch {mark['epoch']}, valid {mark['metric']} "
+                     f"{mark['value']:.4f}), not the last (epoch {manifest['epoch']})")
+            manifest = best
         self.manifest: dict[str, Any] = manifest
         dataset_path = Path(dataset) if dataset is not None else Path(self.info["dataset"])
         try:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from shardgraph.config import Config
 from shardgraph.eval.evaluate import evaluate
+from shardgraph.storage.run import TrainedRun
 
 log = logging.getLogger("shardgraph.train")
 
@@ -164,8 +165,9 @@ class EvalCallback(Callback):
     def on_epoch_end(self, stats: EpochStats) -> None:
         if (stats.epoch + 1) % self.every:
             return
-        result = evaluate(self.run_dir, split="valid", filtered=self.filtered, negatives=self.negatives,
-                          batch_size=self.batch_size, max_edges=self.max_edges)
+        # the checkpoint just written, not the best one so far that a run opens by default
+        result = evaluate(TrainedRun(self.run_dir, checkpoint="last"), split="valid", filtered=self.filtered,
+                          negatives=self.negatives, batch_size=self.batch_size, max_edges=self.max_edges)
         stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"event": "eval", **result, "epoch": stats.epoch + 1}) + "\n")

@@ -6,6 +6,12 @@ current partition and shared by the chunk: one batched matrix product per block 
 them all. A candidate equal to the edge's own endpoint is masked out. With `all_negs` the
 candidates are every entity of the partition. Both ends are corrupted.
 
+With `self_negatives` each edge (h, r, t) also has its own query entity as one more negative:
+h among the rhs candidates of (h, r, ?), t among the lhs candidates of (?, r, t), one score
+per edge. Sampled negatives almost never hold it, and without it nothing stops score(h, r, h)
+from growing with |h|² (a dot product). It is not a negative where it is the positive (the
+edge is a self-loop) or where (h, r, h) (resp. (t, r, t)) is a training edge of the bucket.
+
 Where the two directions score the same pairs (per-relation operators, or dynamic
 relations with operator none, and a symmetric comparator), the chunk's batch-negative
 block is computed once and used transposed by the other direction.
@@ -20,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from shardgraph.config import TrainingConfig
@@ -48,6 +55,16 @@ class Table:
 
 
 Corrections = tuple[Tensor, Tensor]  # log expected count of each lhs / rhs row among the negatives
+
+
+@dataclass
+class OwnNegatives:
+    """Each edge's query entity as a negative of its own query (training.self_negatives), per direction."""
+
+    rhs_side: Tensor  # (n, D) the lhs entity transformed as an rhs candidate
+    rhs_invalid: Tensor  # (n,) bool: not a negative of the rhs query (a self-loop)
+    lhs_side: Tensor  # (n, D) the rhs entity transformed as an lhs candidate
+    lhs_invalid: Tensor  # (n,) bool
 
 
 @dataclass
@@ -107,14 +124,17 @@ class BatchStep:
 
     # ------------------------------------------------------------------ public
     def train_batch(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
-                    generator: torch.Generator, corrections: Corrections | None = None) -> float:
+                    generator: torch.Generator, corrections: Corrections | None = None,
+                    self_loops: Tensor | None = None) -> float:
         """Train on edges (lhs, rel, rhs), (B,) each, of one batch group. Returns the summed loss.
 
-        `corrections` (training.sampling_correction) are subtracted from the candidates' scores."""
+        `corrections` (training.sampling_correction) are subtracted from the candidates' scores.
+        `self_loops` (training.self_negatives): sorted keys entity * R + relation of the bucket's
+        training self-loops, whose entity is not a negative of its own query."""
         loss = 0.0
         for rows, chunk in self.chunk_parts(lhs.shape[0]):
             loss += self._train_chunks(lhs_table, rhs_table, lhs[rows], rel[rows], rhs[rows], chunk, generator,
-                                       corrections)
+                                       corrections, self_loops)
         return loss
 
     def chunk_parts(self, n: int) -> list[tuple[slice, int]]:
@@ -161,11 +181,13 @@ class BatchStep:
         return self.model.comparator.prepare(self.model.apply(prefix, x, params, rel_index))
 
     def _train_chunks(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
-                      chunk: int, generator: torch.Generator, corrections: Corrections | None) -> float:
+                      chunk: int, generator: torch.Generator, corrections: Corrections | None,
+                      self_loops: Tensor | None) -> float:
         chunks = lhs.shape[0] // chunk
         lhs_neg = self._negatives(lhs_table, chunks, generator)
         rhs_neg = self._negatives(rhs_table, chunks, generator)
-        result = self.compute(lhs_table, rhs_table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk, corrections)
+        result = self.compute(lhs_table, rhs_table, lhs, rel, rhs, lhs_neg, rhs_neg, chunk, corrections,
+                              self_loops)
         self.apply(result)
         return result.loss
 
@@ -182,11 +204,18 @@ class BatchStep:
                 adagrad_(self.relation_tables[key], self.relation_state[key], result.relations_used, rel_leaf.grad,
                          self.relation_lr)
 
+    def uses_own_negatives(self, lhs_table: Table, rhs_table: Table) -> bool:
+        """training.self_negatives applies: both ends index one table (with all_negs every entity,
+        the query's own included, is already a candidate)."""
+        return self.training.self_negatives and not self.training.all_negs and lhs_table is rhs_table
+
     def compute(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor, lhs_neg: Tensor,
-                rhs_neg: Tensor, chunk: int, corrections: Corrections | None = None) -> StepResult:
+                rhs_neg: Tensor, chunk: int, corrections: Corrections | None = None,
+                self_loops: Tensor | None = None) -> StepResult:
         """Loss of edges (lhs, rel, rhs) (n,) in chunks of `chunk` against the given uniform negatives
         ((chunks, U) ids per side, or (1, count) with all_negs), and the gradients of every row,
-        bias and relation parameter it used (in the `.grad` of the returned leaves)."""
+        bias and relation parameter it used (in the `.grad` of the returned leaves). `self_loops`:
+        see train_batch."""
         n = lhs.shape[0]
         chunks = n // chunk
         model = self.model
@@ -228,11 +257,18 @@ class BatchStep:
             query_l = self._transform(to_lhs.query_op, theta_r, params(to_lhs.query_op), rel_index)
             pos_l = self._transform(to_lhs.candidate_op, theta_l, params(to_lhs.candidate_op), None)
         neg_l = self._transform(to_lhs.candidate_op, theta_ln, params(to_lhs.candidate_op), None)
+        own = None
+        if self.uses_own_negatives(lhs_table, rhs_table):
+            loop = lhs == rhs
+            own = OwnNegatives(self._transform(to_rhs.candidate_op, theta_l, params(to_rhs.candidate_op), None),
+                               loop | self._known_self_loop(lhs, rel, self_loops),
+                               self._transform(to_lhs.candidate_op, theta_r, params(to_lhs.candidate_op), None),
+                               loop | self._known_self_loop(rhs, rel, self_loops))
 
         grads = _Grads()
         weight = self.weights[rel] if self.weighted else None
         loss = self._score_both(query_r, pos_r, neg_r, rhs, rhs_neg, query_l, pos_l, neg_l, lhs, lhs_neg,
-                                symmetric, chunks, chunk, weight, grads, corrections)
+                                symmetric, chunks, chunk, weight, grads, corrections, own)
         total = float(loss.sum())
         outputs, output_grads = [], []
         for tensor, grad in grads.pairs():
@@ -256,14 +292,23 @@ class BatchStep:
             torch.autograd.backward(outputs, output_grads)
         return StepResult(total, leaves, list(bias_leaves.values()), rel_leaves, used)
 
+    def _known_self_loop(self, entity: Tensor, rel: Tensor, self_loops: Tensor | None) -> Tensor:
+        """(n,) bool: (entity, rel, entity) is one of the training self-loops (sorted keys entity * R + rel)."""
+        if self_loops is None or self_loops.numel() == 0:
+            return torch.zeros_like(entity, dtype=torch.bool)
+        keys = entity * len(self.model.relations) + rel
+        found = torch.searchsorted(self_loops, keys).clamp_max(self_loops.numel() - 1)
+        return self_loops[found] == keys
+
     def _score_both(self, query_r: Tensor, pos_r: Tensor, neg_r: Tensor, rhs: Tensor, rhs_neg: Tensor,
                     query_l: Tensor, pos_l: Tensor, neg_l: Tensor, lhs: Tensor, lhs_neg: Tensor, symmetric: bool,
                     chunks: int, chunk: int, weight: Tensor | None, grads: _Grads,
-                    corrections: Corrections | None = None) -> Tensor:
+                    corrections: Corrections | None = None, own: OwnNegatives | None = None) -> Tensor:
         """Loss (n,) of both directions; adds d(loss)/d(vectors) to `grads`.
 
         Each direction: a query (n, D) against its positive (n, D), the chunk's positives
-        (batch negatives) and the uniform negatives (chunks*U, D) or all entities (count, D).
+        (batch negatives), the uniform negatives (chunks*U, D) or all entities (count, D), and
+        with `own` the edge's own query entity (n, D).
         """
         name = self.model.comparator.name
         t = self.training
@@ -309,9 +354,27 @@ class BatchStep:
             score_lu, caches["lu"] = uniform_block(ql, nl)
             blocks_l.append((score_lu, lhs_neg))
 
+        own_r: tuple[Tensor, Tensor] | None = None
+        own_l: tuple[Tensor, Tensor] | None = None
+        if own is not None:
+            own_vectors_r, own_vectors_l = own.rhs_side.detach(), own.lhs_side.detach()
+            own_score_r, own_cache_r = pair_scores(name, qr, own_vectors_r)
+            own_score_l, own_cache_l = pair_scores(name, ql, own_vectors_l)
+            own_r, own_l = (own_score_r, own.rhs_invalid), (own_score_l, own.lhs_invalid)
+
         correction_l, correction_r = corrections if corrections is not None else (None, None)
-        loss_r, d_pos_r, d_blocks_r = self._loss(pos_score_r, rhs, blocks_r, correction_r, weight, n, chunk)
-        loss_l, d_pos_l, d_blocks_l = self._loss(pos_score_l, lhs, blocks_l, correction_l, weight, n, chunk)
+        loss_r, d_pos_r, d_blocks_r, d_own_r = self._loss(pos_score_r, rhs, blocks_r, correction_r, weight, n, chunk,
+                                                          own_r)
+        loss_l, d_pos_l, d_blocks_l, d_own_l = self._loss(pos_score_l, lhs, blocks_l, correction_l, weight, n, chunk,
+                                                          own_l)
+        if own is not None:
+            assert d_own_r is not None and d_own_l is not None
+            dq, do = pair_scores_backward(name, qr, own_vectors_r, d_own_r, own_cache_r)
+            grads.add(query_r, dq)
+            grads.add(own.rhs_side, do)
+            dq, do = pair_scores_backward(name, ql, own_vectors_l, d_own_l, own_cache_l)
+            grads.add(query_l, dq)
+            grads.add(own.lhs_side, do)
 
         # back through the comparator, by hand
         if symmetric:
@@ -351,13 +414,16 @@ class BatchStep:
         return loss_r + loss_l
 
     def _loss(self, pos: Tensor, pos_ids: Tensor, blocks: list[tuple[Tensor, Tensor]], correction: Tensor | None,
-              weight: Tensor | None, n: int, chunk: int) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Per-edge loss over the candidate blocks, with dL/dpos and dL/dblock (each block is
-        overwritten by its gradient).
+              weight: Tensor | None, n: int, chunk: int, own: tuple[Tensor, Tensor] | None = None
+              ) -> tuple[Tensor, Tensor, list[Tensor], Tensor | None]:
+        """Per-edge loss over the candidate blocks, with dL/dpos, dL/dblock (each block is
+        overwritten by its gradient) and dL/d(own score).
 
         A candidate whose id is the row's positive id `pos_ids` is not a negative. With
-        `correction` (training.sampling_correction) every score, the positive's included, is first
-        reduced by its entity's correction (a shift of each score: the gradients keep their form).
+        `correction` (training.sampling_correction) every sampled score, the positive's included, is
+        first reduced by its entity's correction (a shift of each score: the gradients keep their
+        form). `own`: (scores (n,), invalid (n,)) of each row's own query entity, one more negative
+        of that row only (never corrected: it is a candidate with certainty, not by sampling).
         With all_negs the single block holds every entity: the row's positive is excluded by its
         column and no correction applies.
         """
@@ -365,11 +431,34 @@ class BatchStep:
         if self.training.all_negs:
             (scores, _), = blocks
             loss, d_pos, d_neg = loss_and_grad_excluding(loss_fn, pos, scores.view(n, -1), pos_ids)
-            return self._weighted(loss, d_pos, [d_neg.view(scores.shape)], weight)
+            return self._weighted(loss, d_pos, [d_neg.view(scores.shape)], None, weight)
+        if not isinstance(loss_fn, SoftmaxLoss):
+            return self._weighted(*self._sampled_loss(pos, pos_ids, blocks, correction, n, chunk, own), weight)
+        loss, d_pos, d_blocks, _ = self._sampled_loss(pos, pos_ids, blocks, correction, n, chunk, None)
+        d_own = None
+        if own is not None:
+            # one more term in the softmax's sum: Z = Z0 + exp(own), with log Z0 = loss0 + pos
+            # (the positive as corrected); every other gradient is scaled by Z0 / Z
+            corrected = pos - correction[pos_ids] if correction is not None else pos
+            own_scores, invalid = own
+            shifted = own_scores.masked_fill(invalid, float("-inf")) - (loss + corrected)
+            d_own = torch.sigmoid(shifted)
+            keep = torch.sigmoid(-shifted)
+            loss = loss + F.softplus(shifted)
+            d_pos = (d_pos + 1.0) * keep - 1.0
+            for d in d_blocks:
+                d.view(n, -1).mul_(keep.unsqueeze(1))
+        return self._weighted(loss, d_pos, d_blocks, d_own, weight)
+
+    def _sampled_loss(self, pos: Tensor, pos_ids: Tensor, blocks: list[tuple[Tensor, Tensor]],
+                      correction: Tensor | None, n: int, chunk: int, own: tuple[Tensor, Tensor] | None
+                      ) -> tuple[Tensor, Tensor, list[Tensor], Tensor | None]:
+        """_loss over sampled blocks, unweighted; `own` is a column of the negatives (not with softmax)."""
+        loss_fn = self.model.loss
         if isinstance(loss_fn, SoftmaxLoss):
             fused = softmax_blocks_fused(pos, pos_ids, chunk, blocks, correction)
             if fused is not None:
-                return self._weighted(*fused, weight)
+                return (*fused, None)
         # torch ops: mask each row's own positive among its candidates, apply the correction
         chunks = n // chunk
         masked: list[tuple[Tensor, Tensor]] = []
@@ -384,23 +473,29 @@ class BatchStep:
                                                         for scores, invalid in masked]
             loss, d_pos, d_flat = softmax_loss_and_grad_blocks(pos, owned)
             d_blocks = [d.view(scores.shape) for d, (scores, _) in zip(d_flat, masked, strict=True)]
-            return self._weighted(loss, d_pos, d_blocks, weight)
-        sizes = [scores.shape[2] for scores, _ in masked]
-        negs = torch.cat([scores.reshape(n, -1) for scores, _ in masked], dim=1) if len(masked) > 1 else \
-            masked[0][0].reshape(n, -1)
-        invalid = torch.cat([v.reshape(n, -1) for _, v in masked], dim=1)
+            return loss, d_pos, d_blocks, None
+        columns = [scores.reshape(n, -1) for scores, _ in masked]
+        invalid_columns = [v.reshape(n, -1) for _, v in masked]
+        if own is not None:
+            columns.append(own[0].reshape(n, 1).clone())  # overwritten by its gradient
+            invalid_columns.append(own[1].reshape(n, 1))
+        sizes = [c.shape[1] for c in columns]
+        negs = torch.cat(columns, dim=1) if len(columns) > 1 else columns[0]
+        invalid = torch.cat(invalid_columns, dim=1)
         loss, d_pos, d_neg = loss_and_grad(loss_fn, pos, negs, invalid)
-        d_blocks = [d.reshape(scores.shape) for d, (scores, _) in zip(d_neg.split(sizes, dim=1), masked, strict=True)]
-        return self._weighted(loss, d_pos, d_blocks, weight)
+        parts = d_neg.split(sizes, dim=1)
+        d_blocks = [d.reshape(scores.shape) for d, (scores, _) in zip(parts, masked, strict=False)]
+        return loss, d_pos, d_blocks, parts[-1].reshape(n) if own is not None else None
 
     @staticmethod
-    def _weighted(loss: Tensor, d_pos: Tensor, d_blocks: list[Tensor],
-                  weight: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def _weighted(loss: Tensor, d_pos: Tensor, d_blocks: list[Tensor], d_own: Tensor | None,
+                  weight: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor], Tensor | None]:
         """Apply per-edge relation weights to a loss and its gradients (the blocks in place)."""
         if weight is None:
-            return loss, d_pos, d_blocks
+            return loss, d_pos, d_blocks, d_own
         per_row = weight.unsqueeze(1)
-        return loss * weight, d_pos * weight, [d.view(len(weight), -1).mul_(per_row).view(d.shape) for d in d_blocks]
+        return (loss * weight, d_pos * weight, [d.view(len(weight), -1).mul_(per_row).view(d.shape) for d in d_blocks],
+                d_own * weight if d_own is not None else None)
 
     # ------------------------------------------------------------------ regularizers
     def _regularize(self, x: Tensor) -> Tensor:

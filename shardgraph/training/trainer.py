@@ -263,6 +263,14 @@ class Trainer:
         metrics = run_dir / (f"metrics.{tag}.jsonl" if tag else "metrics.jsonl")
         self.callbacks += [LogCallback(config.training.epochs), MetricsLogCallback(metrics), *callbacks]
         self.history: list[dict[str, Any]] = []  # one record per finished epoch, kept in every checkpoint
+        self.best: dict[str, Any] | None = None  # the checkpoint of the best validation MRR, kept in every checkpoint
+        if config.training.early_stopping_patience:
+            if dataset.edge_count("valid") == 0:
+                raise ConfigError(f"training.early_stopping_patience watches the validation MRR, but {dataset.path} "
+                                  "has no valid split (import it with --valid).")
+            if not isinstance(self.scheduler, LocalScheduler):
+                raise ConfigError("training.early_stopping_patience stops a single trainer; it is not available "
+                                  "with several trainers.")
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -275,6 +283,8 @@ class Trainer:
         start_epoch = int(self.manifest["epoch"]) if self.manifest else 0
         start_bucket = int(self.manifest["buckets_done"]) if self.manifest else 0
         history = self.history = list(self.manifest.get("history", [])) if self.manifest else []
+        self.best = self.manifest.get("best") if self.manifest else None
+        epochs_done = start_epoch
         edges_total = 0
         buffer = PartitionBuffer(self.model, self.store, self.manifest, slots=self.slots, seed=t.seed,
                                  storage_dtype=config.storage.storage_dtype, prefetch=config.storage.prefetch)
@@ -306,22 +316,50 @@ class Trainer:
                     version = None
                     if self.scheduler.after_epoch(buffer):
                         version = buffer.checkpoint(epoch=epoch + 1, buckets_done=0, keep=t.keep_checkpoints,
-                                                    extra={"history": history})
+                                                    extra=self._manifest_extra())
                     self.scheduler.after_checkpoint()
                     self._emit("on_epoch_end", stats)  # evaluates the checkpoint just written
+                    epochs_done = epoch + 1
                     if stats.eval:
                         record["eval"] = stats.eval
                         if version is not None:
-                            self.store.annotate(version, {"history": history})
+                            self._mark_best(version, epoch + 1, float(stats.eval["mrr"]))
+                            self.store.annotate(version, self._manifest_extra())
+                        if self._patience_exhausted():
+                            break
             finally:
                 if pool is not None:
                     pool.close()
                 buffer.close()
-        run = Run(self.run_dir, config, epochs=t.epochs, edges=edges_total,
+        if self.best is not None:
+            log.info(f"eval and export use the checkpoint of the best validation MRR: epoch {self.best['epoch']} "
+                     f"(MRR {self.best['value']:.4f}); the last checkpoint (epoch {epochs_done}) is kept for --resume")
+        run = Run(self.run_dir, config, epochs=epochs_done, edges=edges_total,
                   train_s=time.perf_counter() - started, peak_rss_mb=memory.peak_mb,
                   planned_mb=self.memory_plan.total_mb, history=history)
         self._emit("on_train_end", run)
         return run
+
+    def _manifest_extra(self) -> dict[str, Any]:
+        """What every checkpoint's manifest carries besides the tables: the history, the best checkpoint."""
+        return {"history": self.history} | ({"best": self.best} if self.best is not None else {})
+
+    def _mark_best(self, version: int, epoch: int, mrr: float) -> None:
+        """Checkpoint `version` (after `epoch`) has validation MRR `mrr`: is it the best so far?"""
+        if self.best is None or mrr > float(self.best["value"]):
+            self.best = {"version": version, "epoch": epoch, "metric": "mrr", "value": mrr}
+
+    def _patience_exhausted(self) -> bool:
+        """training.early_stopping_patience evaluations in a row since the best one, none better."""
+        patience = self.config.training.early_stopping_patience
+        if not patience or self.best is None:
+            return False
+        since = [r["epoch"] for r in self.history if "eval" in r and r["epoch"] > self.best["epoch"]]
+        if len(since) < patience:
+            return False
+        log.info(f"early stopping after epoch {since[-1]}: the validation MRR has not improved for {len(since)} "
+                 f"evaluations (best {self.best['value']:.4f}, epoch {self.best['epoch']})")
+        return True
 
     def _epoch(self, epoch: int, first: int, buffer: PartitionBuffer, pool: WorkerPool | None,
                context: TrainingContext | None) -> EpochStats:
@@ -365,7 +403,7 @@ class Trainer:
             if (t.checkpoint_every_buckets and self.scheduler.partial_checkpoints
                     and since_checkpoint >= t.checkpoint_every_buckets and done < buckets):
                 buffer.checkpoint(epoch=epoch, buckets_done=done, keep=t.keep_checkpoints,
-                                  extra={"history": self.history})
+                                  extra=self._manifest_extra())
                 since_checkpoint = 0
         self.scheduler.end_epoch()
         stats.seconds = time.perf_counter() - started

@@ -135,6 +135,7 @@ class TrainingContext:
         self.step = BatchStep(self.model, config.training, shared.relations, shared.relation_state, self.device)
         self.group_of_relation = self.model.group_of_relation
         self.single_group = int(self.group_of_relation.max()) == 0 if len(self.group_of_relation) else True
+        self.self_loops: dict[str, Tensor] = {}  # bucket file -> its self-loop keys (training.self_negatives)
 
     def table(self, key: PartitionKey, slots: dict[PartitionKey, int]) -> Table:
         entity_type, partition = key
@@ -246,6 +247,23 @@ def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task:
     return out
 
 
+def bucket_self_loops(context: TrainingContext, edges_file: np.ndarray, path: str) -> Tensor:
+    """Sorted keys entity * R + relation of the bucket's self-loops (h, r, h), for training.self_negatives:
+    their entity is not a negative of its own query (h, r, ?). A bucket file does not change during a
+    run, so it is read once per process."""
+    if path not in context.self_loops:
+        relations = len(context.model.relations)
+        step = context.config.training.edge_chunk_size
+        keys = []
+        for begin in range(0, len(edges_file), step):
+            block = np.asarray(edges_file[begin : begin + step])
+            loops = block[block[:, 0] == block[:, 2]]
+            keys.append(loops[:, 0].astype(np.int64) * relations + loops[:, 1])
+        found = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+        context.self_loops[path] = torch.from_numpy(found).to(context.device)
+    return context.self_loops[path]
+
+
 def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn | None = None) -> TaskResult:
     """Train on the task's share of a bucket. Returns the summed loss and the edge count."""
     started = time.perf_counter()
@@ -259,6 +277,7 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     done = 0
     tables, write_back = context.bucket_tables(task)
     corrections = sampling_corrections(context, edges_file, task, tables) if config.sampling_correction else {}
+    self_loops = bucket_self_loops(context, edges_file, task.path) if config.self_negatives else None
     chunks = share_chunks(task, config.edge_chunk_size)
     for chunk_index in rng.permutation(len(chunks)):
         block = torch.from_numpy(read_chunk(edges_file, chunks[chunk_index]).astype(np.int64))
@@ -269,7 +288,7 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
             rel = model.relations[int(batch[0, 1])]
             lhs_table, rhs_table = tables[(rel.lhs, rel.rhs)]
             loss_sum += context.step.train_batch(lhs_table, rhs_table, batch[:, 0], batch[:, 1], batch[:, 2],
-                                                 generator, corrections.get((rel.lhs, rel.rhs)))
+                                                 generator, corrections.get((rel.lhs, rel.rhs)), self_loops)
             done += batch.shape[0]
             if progress is not None:
                 progress(done)
