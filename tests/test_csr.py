@@ -106,7 +106,10 @@ def test_csr_is_kept_and_rebuilt_when_the_edges_change(tmp_path: Path) -> None:
     load_csr(ds)
     assert meta.stat().st_mtime_ns == built, "a current CSR is reused"
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["splits"]["train"]["buckets"][0]["xxh3"] = "0"
+    bucket = manifest["splits"]["train"]["buckets"][0]
+    reordered = np.load(path / bucket["file"])[::-1].copy()  # the same edges in another order: new bytes
+    np.save(path / bucket["file"], reordered)
+    bucket["xxh3"] = payload_checksum(reordered)  # a consistent dataset (loads check checksums)
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="stale"):
         load_csr(Dataset(path), build=False)
