@@ -58,3 +58,39 @@ def test_communities_hold_most_edges(tmp_path: Path) -> None:
     edges = read(tmp_path / "g.tsv")
     inside = sum(community[int(s[1:])] == community[int(d[1:])] for s, d in edges) / len(edges)
     assert inside > 0.6  # 70% drawn inside (+ 3% by chance); plain Chung-Lu would give about 10%
+
+
+def test_typed_graph_is_seeded_distinct_and_shares_communities(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/typed_graphs.py: exact counts of distinct edges per relation, test ends trained, same seed
+    same parts, and most A-B edges inside a shared community."""
+    import pyarrow.parquet as pq
+
+    from bench import typed_graphs
+
+    monkeypatch.setattr(typed_graphs, "BLOCK_EDGES", 7_000)  # several blocks per relation
+    spec = typed_graphs.TypedGraphSpec(a_nodes=2_000, b_nodes=3_000, ab_edges=20_000, aa_edges=2_000,
+                                       test_edges=500, seed=3, community_a=200)
+    summary = typed_graphs.generate(spec, tmp_path / "g")
+    typed_graphs.generate(spec, tmp_path / "h")
+    train = pq.read_table(tmp_path / "g" / "train").to_pandas()
+    test = pq.read_table(tmp_path / "g" / "test").to_pandas()
+    assert len(test) == 500 and set(test["rel"]) == {"ab"}
+    for rel, count in (("ab", 20_000), ("aa", 2_000)):
+        rows = train[train.rel == rel]
+        edges = set(zip(rows.lhs, rows.rhs, strict=True))
+        if rel == "ab":
+            edges |= set(zip(test["lhs"], test["rhs"], strict=True))
+        assert len(edges) == count, rel
+    aa = train[train.rel == "aa"]
+    assert (aa.lhs != aa.rhs).all() and train.lhs.max() < 2_000 and train[train.rel == "ab"].rhs.max() < 3_000
+    trained_a = set(train.lhs) | set(aa.rhs)
+    trained_b = set(train[train.rel == "ab"].rhs)
+    assert all(a in trained_a for a in test.lhs) and all(b in trained_b for b in test.rhs)
+    for part in sorted((tmp_path / "g" / "train").iterdir()):
+        assert part.read_bytes() == (tmp_path / "h" / "train" / part.name).read_bytes()
+    community_a, community_b = typed_graphs.community_of(spec)
+    ab = train[train.rel == "ab"]
+    inside = (community_a[ab.lhs.values] == community_b[ab.rhs.values]).mean()
+    assert inside > 0.6  # 70% drawn inside (+ 3% by chance among 10 communities)
+    assert summary["communities"] == 10 and not list(tmp_path.glob(".*"))

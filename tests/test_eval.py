@@ -69,6 +69,26 @@ def test_sampled_negatives_rank_among_the_sample(hand_made_run: Path) -> None:
     assert result["mrr"] == pytest.approx((1 / 1.5 + 1 / 4 + 1 / 1.5 + 1 / 3) / 4)
 
 
+@pytest.mark.parametrize("filtered", [True, False])
+def test_sampled_ranking_in_column_blocks_equals_one_block(tmp_path: Path, umls: dict[str, Path],
+                                                            monkeypatch: pytest.MonkeyPatch, filtered: bool) -> None:
+    """A sample scored a few columns at a time (as 1M candidates are) gives the counts of one block."""
+    from shardgraph.eval import evaluate as evaluate_module
+
+    import_edges([umls["train"]], tmp_path / "ds", test=[umls["test"]], partitions=2, progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    config = load_config(None, ["model.dimension=3", "model.operator=none", "model.comparator=dot"])
+    generator = torch.Generator().manual_seed(0)
+    tables = [torch.randn(count, 3, generator=generator) for count in dataset.entity_types["entity"].partition_counts]
+    run = create_run(tmp_path / "run", config, dataset, {"entity": tables})
+    whole = evaluate(run, split="test", filtered=filtered, negatives=60, batch_size=37)
+    monkeypatch.setattr(evaluate_module, "SCORE_BLOCK", 37 * 7)  # blocks of 7 sampled columns
+    blocked = evaluate(run, split="test", filtered=filtered, negatives=60, batch_size=37)
+    for key in ("mrr", "mr", "hits@1", "hits@10", "auc"):
+        assert blocked[key] == pytest.approx(whole[key], rel=1e-12), key
+    assert whole["mr"] < 61  # ranked among the sample, not all 135 entities
+
+
 def test_cli_eval_json(hand_made_run: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "shardgraph", "eval", str(hand_made_run), "--raw", "--json"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout

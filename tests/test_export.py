@@ -229,7 +229,7 @@ def test_approximate_index_recall(tmp_path: Path, clustered_model: EmbeddingMode
     similarity = normed[queries] @ normed.T
     similarity[np.arange(len(queries)), queries] = -np.inf  # the query itself is not its neighbour
     truth = np.argsort(-similarity, axis=1)[:, :10]
-    for kind, setting in (("hnsw", "ef_search"), ("ivf", "nprobe")):
+    for kind, setting in (("hnsw", "ef_search"), ("ivf", "nprobe"), ("ivf-sq8", "nprobe")):
         result = build_index(clustered_model, tmp_path / kind, kind=kind, metric="cos", target_recall=0.95)
         # the search setting is the first (doubling) one whose recall reaches the target
         assert result["recall@10"] >= 0.95, result

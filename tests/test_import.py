@@ -378,3 +378,17 @@ def test_cli_json_and_info(tmp_path: Path, nations: dict[str, Path]) -> None:
     bad = subprocess.run([sys.executable, "-m", "shardgraph", "import", str(tmp_path / "none.tsv"), "--out",
                           str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "none.tsv: does not exist" in bad.stderr
+
+
+def test_entity_name_array_equals_the_text_dictionary(tmp_path: Path) -> None:
+    """The arrow reading of a partition's ids (no Python str per id) gives the ids of the text reading."""
+    lines = [f"n{i}\tr\tnode {i} é" for i in range(50)] + ["ü\tr\t日本"]
+    import_edges([write_lines(tmp_path / "g.tsv", lines)], tmp_path / "ds", partitions=3, delimiter="tab",
+                 progress=False)
+    ds = Dataset(tmp_path / "ds")
+    for p in range(3):
+        array = ds.entity_name_array("entity", p)
+        assert array.type == pa.large_string()
+        assert array.to_pylist() == ds.entity_names("entity", p)
+    assert "日本" in ds.entity_name_array("entity", 0).to_pylist() + ds.entity_name_array("entity", 1).to_pylist() \
+        + ds.entity_name_array("entity", 2).to_pylist()

@@ -80,7 +80,8 @@ def _export(args: argparse.Namespace) -> int:
 def _setup_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory")
     p.add_argument("--out", required=True, help="index directory to create")
-    p.add_argument("--kind", choices=["flat", "ivf", "hnsw"], default="hnsw")
+    p.add_argument("--kind", choices=["flat", "ivf", "ivf-sq8", "hnsw"], default="hnsw",
+                   help="ivf-sq8: IVF over 8-bit quantised vectors, a quarter of ivf's memory")
     p.add_argument("--metric", choices=["cos", "dot", "l2"], default="cos")
     p.add_argument("--type", dest="entity_type")
     p.add_argument("--target-recall", type=float, default=0.95,
@@ -97,7 +98,8 @@ def _index(args: argparse.Namespace) -> int:
 
     result = build_index(load(args.run), args.out, kind=args.kind, metric=args.metric, entity_type=args.entity_type,
                          overwrite=args.overwrite, target_recall=args.target_recall)
-    setting = {"hnsw": f", efSearch {result.get('ef_search')}", "ivf": f", nprobe {result.get('nprobe')}"}
+    setting = {"hnsw": f", efSearch {result.get('ef_search')}", "ivf": f", nprobe {result.get('nprobe')}",
+               "ivf-sq8": f", nprobe {result.get('nprobe')}"}
     emit(args, result, f"{args.kind} index of {result['count']:,} {result['entity_type']} embeddings ({args.metric}) "
                        f"in {result['build_s']:.1f} s, recall@10 {result['recall@10']:.3f}"
                        f"{setting.get(args.kind, '')} -> {args.out}")

@@ -53,12 +53,11 @@ class EntityIndex:
     """String id <-> global id of one entity type, over its partitions and any added entities."""
 
     def __init__(self, run: TrainedRun, spec: EntityTypeSpec, added: list[str]) -> None:
-        names: list[str] = []
-        for partition in range(spec.partitions):
-            names.extend(run.dataset.entity_names(spec.name, partition))
-        names.extend(added)
+        # arrow arrays, never one Python str per id: 19M ids take ~0.5 GB here, not ~1.5 GB
+        parts = [run.dataset.entity_name_array(spec.name, partition) for partition in range(spec.partitions)]
+        parts.append(pa.array(added, pa.large_string()))
         self.trained = spec.count
-        self.names = pa.array(names, pa.string())
+        self.names = pa.concat_arrays(parts)
         self.type = spec.name
         first, second = hash_strings(self.names) if len(self.names) else (np.zeros(0, np.uint64),) * 2
         order = np.argsort(first, kind="stable")

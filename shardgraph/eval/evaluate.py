@@ -168,11 +168,13 @@ class Evaluator:
                       true_scores: Tensor, known: KnownLookup | None, counts: RankCounts) -> None:
         spec = group.target_type
         n = len(true_ids)
-        for start in range(0, n, self.batch_size):
-            rows = np.arange(start, min(n, start + self.batch_size))
+        batch = max(1, min(self.batch_size, n))
+        # a batch's sample is gathered and scored in column blocks of at most SCORE_BLOCK scores, so that
+        # 1M sampled candidates cost 64 MiB of scores, not batch x 1M (2 GiB) and a 1M-row gather
+        block = max(1, SCORE_BLOCK // batch)
+        for start in range(0, n, batch):
+            rows = np.arange(start, min(n, start + batch))
             sample = np.unique(self.rng.integers(0, spec.count, self.negatives))
-            candidates = self._candidates(group, self.run.gather(spec.name, sample), rel)
-            scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
             true_rows, true_cols = np.nonzero(true_ids[rows, None] == sample[None, :])
             excluded_rows, excluded_cols = [true_rows], [true_cols]
             pairs = known(rows, 0, spec.count) if known is not None else None
@@ -182,8 +184,13 @@ class Evaluator:
                 found = (position < len(sample)) & (sample[np.minimum(position, len(sample) - 1)] == pair_ids)
                 excluded_rows.append(pair_rows[found])
                 excluded_cols.append(position[found])
-            count_block(scores, true_scores[rows], counts, rows,
-                        (np.concatenate(excluded_rows), np.concatenate(excluded_cols)))
+            all_rows, all_cols = np.concatenate(excluded_rows), np.concatenate(excluded_cols)
+            for c0 in range(0, len(sample), block):
+                c1 = min(len(sample), c0 + block)
+                candidates = self._candidates(group, self.run.gather(spec.name, sample[c0:c1]), rel)
+                scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
+                inside = (all_cols >= c0) & (all_cols < c1)
+                count_block(scores, true_scores[rows], counts, rows, (all_rows[inside], all_cols[inside] - c0))
 
     def evaluate(self, split: str, max_edges: int = 0) -> dict[str, Any]:
         started = time.perf_counter()
