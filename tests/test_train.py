@@ -157,6 +157,49 @@ def test_kill_9_then_resume_finishes(tmp_path: Path) -> None:
     assert leftovers == []
 
 
+def test_kill_9_of_the_trainer_takes_its_workers_mid_task(tmp_path: Path) -> None:
+    """Workers get SIGKILL with their trainer (PR_SET_PDEATHSIG), not at the end of their task: a
+    bucket share of 750k edges keeps each worker busy for seconds, the kill lands inside it."""
+    import psutil
+
+    rng = np.random.default_rng(0)
+    edges = rng.integers(0, 5000, size=(1_500_000, 2))
+    write_lines(tmp_path / "g.tsv", [f"n{a}\tr\tn{b}" for a, b in edges.tolist()])
+    import_edges([tmp_path / "g.tsv"], tmp_path / "ds", progress=False)
+    config = load_config(None, [f"data.dataset={tmp_path / 'ds'}", "training.workers=2", "training.epochs=50",
+                                "model.dimension=200", "training.eval_every=0"])
+    proc = subprocess.Popen(_train_command(_write_config(tmp_path / "c.toml", config), tmp_path / "run"),
+                            cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: list[psutil.Process] = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())]
+        time.sleep(0.1)
+    assert len(workers) == 2, "the workers did not start"
+    # set-up (imports: about 2 CPU seconds) done and well into the first share
+    while time.time() < deadline and min(sum(w.cpu_times()[:2]) for w in workers) < 5.0:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def alive(process: psutil.Process) -> bool:  # a dead orphan may stay a zombie until init reaps it
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.time() + 1.5
+    while time.time() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    survivors = [w.pid for w in workers if alive(w)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"workers outlived their killed trainer: {survivors}"
+    assert not (tmp_path / "run" / "checkpoint" / "manifest.json").exists() or \
+        json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())["epoch"] < 50
+
+
 def test_sigint_stops_workers_and_frees_shared_memory(tmp_path: Path) -> None:
     dataset = kg_dataset(tmp_path, "kinship", 1)
     config = kg_config(dataset, "training.epochs=200", "training.workers=2", "model.dimension=64")

@@ -38,6 +38,7 @@ from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
 from shardgraph.training.step import BatchStep, Corrections, Table
 from shardgraph.utils.atomic import raise_if_interrupted
+from shardgraph.utils.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -302,11 +303,12 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
 
 
 def _worker_main(rank: int, config_dict: dict[str, Any], dataset_path: str, shared: SharedTables, threads: int,
-                 tasks: Any, results: Any, progress: Tensor) -> None:
+                 tasks: Any, results: Any, progress: Tensor, trainer: int) -> None:
     """Entry point of a spawned worker: train the tasks it is sent until it gets None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when workers stop
+    die_with_parent(trainer)  # a trainer killed with SIGKILL takes its workers with it, even mid-task
     configure_torch(threads)
-    parent = os.getppid()
+    parent = trainer
     try:
         context = TrainingContext(config_from_dict(config_dict), Dataset(dataset_path), shared)
     except BaseException:
@@ -346,7 +348,7 @@ class WorkerPool:
         self.processes = [
             ctx.Process(target=_worker_main, name=f"shardgraph-worker-{rank}", daemon=True,
                         args=(rank, config.to_dict(), dataset_path, shared, threads, self.queues[rank],
-                              self.results, self.progress))
+                              self.results, self.progress, os.getpid()))
             for rank in range(workers)
         ]
         for process in self.processes:
