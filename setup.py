@@ -8,8 +8,10 @@ setup(
         Extension(
             "shardgraph._kernels",
             ["shardgraph/_kernels.c"],
-            # -ffast-math lets the compiler vectorise the sum of squares (order of a float sum)
-            extra_compile_args=["-O3", "-ffast-math", "-fno-finite-math-only"],
+            # reassociation lets the compiler vectorise the sum of squares (the order of a float sum).
+            # Not -ffast-math: linking a shared object with it sets flush-to-zero for the whole
+            # process that loads it (crtfastmath), changing torch's and numpy's arithmetic too.
+            extra_compile_args=["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"],
             optional=True,  # no compiler: the same update runs as torch ops
         ),
         Extension(

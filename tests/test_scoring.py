@@ -465,3 +465,4 @@ def test_compiled_softmax_equals_torch_ops(corrected: bool) -> None:
     for got, expected, v in zip(d_blocks, expected_blocks, invalid, strict=True):
         torch.testing.assert_close(got.reshape(n, -1), expected, rtol=1e-5, atol=1e-6)
         assert bool((got[v] == 0).all())  # excluded candidates get exactly no gradient
+

@@ -200,6 +200,19 @@ def test_kill_9_of_the_trainer_takes_its_workers_mid_task(tmp_path: Path) -> Non
         json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())["epoch"] < 50
 
 
+def test_training_in_process_leaves_the_callers_arithmetic_as_it_was(tmp_path: Path) -> None:
+    """train() with one worker runs in the caller's process and flushes subnormals to zero while it
+    trains (speed); afterwards the caller's torch and numpy must keep IEEE subnormals again, and
+    its thread count."""
+    threads = torch.get_num_threads()
+    dataset = kg_dataset(tmp_path, "nations", 1)
+    train(kg_config(dataset, "training.epochs=1", "training.workers=1", "training.threads=1"),
+          run_dir=tmp_path / "run", progress=False)
+    assert float(np.float32(1e-38) * np.float32(1e-3)) > 0
+    assert float(torch.tensor(1e-38) * torch.tensor(1e-3)) > 0
+    assert torch.get_num_threads() == threads
+
+
 def test_sigint_stops_workers_and_frees_shared_memory(tmp_path: Path) -> None:
     dataset = kg_dataset(tmp_path, "kinship", 1)
     config = kg_config(dataset, "training.epochs=200", "training.workers=2", "model.dimension=64")

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,6 +290,7 @@ class Trainer:
                                  storage_dtype=config.storage.storage_dtype, prefetch=config.storage.prefetch)
         pool: WorkerPool | None = None
         context: TrainingContext | None = None
+        restore_torch: Callable[[], None] | None = None
         train_edges = self.dataset.edge_count("train")
         with PeakMemory() as memory, terminate_as_interrupt(), logging_redirect_tqdm([logging.getLogger("shardgraph")]):
             try:
@@ -297,7 +298,7 @@ class Trainer:
                     return_freed_memory()
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
                 else:
-                    configure_torch(self.threads)
+                    restore_torch = configure_torch(self.threads)
                     context = TrainingContext(config, self.dataset, buffer.shared, t.device)
                 log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "
                          f"{self.model.num_partitions} partition(s), {self.slots} in memory, {self.workers} "
@@ -331,6 +332,8 @@ class Trainer:
                 if pool is not None:
                     pool.close()
                 buffer.close()
+                if restore_torch is not None:
+                    restore_torch()
         if self.best is not None:
             log.info(f"eval and export use the checkpoint of the best validation MRR: epoch {self.best['epoch']} "
                      f"(MRR {self.best['value']:.4f}); the last checkpoint (epoch {epochs_done}) is kept for --resume")

@@ -93,13 +93,23 @@ class TaskResult:
     seconds: float
 
 
-def configure_torch(threads: int) -> None:
+def configure_torch(threads: int) -> Callable[[], None]:
     """Threads per process; flush denormals (tiny gradients of freshly initialised embeddings
     otherwise hit the CPU's slow path for subnormal floats); and keep freed memory in the
-    allocator, since every batch allocates the same large score matrices again."""
+    allocator, since every batch allocates the same large score matrices again. Returns what puts
+    the thread count and the denormal mode back as they were: training in the caller's own
+    process must not leave its arithmetic flushing subnormals to zero afterwards."""
+    threads_before = torch.get_num_threads()
+    flushing_before = bool((torch.tensor(1e-38) * torch.tensor(1e-3)).item() == 0.0)
     torch.set_num_threads(max(1, threads))
     torch.set_flush_denormal(True)
     keep_freed_memory()
+
+    def restore() -> None:
+        torch.set_num_threads(threads_before)
+        torch.set_flush_denormal(flushing_before)
+
+    return restore
 
 
 def _mallopt(option: int, value: int) -> None:
