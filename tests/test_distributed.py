@@ -66,7 +66,11 @@ def test_two_trainers_match_a_single_process(tmp_path: Path) -> None:
         return (valid["mrr"] * valid["edges"] + test["mrr"] * test["edges"]) / (valid["edges"] + test["edges"])
 
     distributed_mrr, single_mrr = mrr(tmp_path / "dist"), mrr(single.path)
-    assert abs(distributed_mrr - single_mrr) < 0.02, (distributed_mrr, single_mrr)
+    # Two trainers must not lose quality. Which trainer takes which bucket depends on timing, so the
+    # two-trainer MRR varies from run to run (measured on the same code: 0.711 to 0.733), while the
+    # single process gives 0.700 to 0.706 over seeds 0-2: a two-sided bound of 0.02 failed on noise.
+    assert distributed_mrr > single_mrr - 0.02, (distributed_mrr, single_mrr)
+    assert distributed_mrr < single_mrr + 0.06, (distributed_mrr, single_mrr)
 
 
 def test_lock_service_never_gives_out_a_partition_twice(tmp_path: Path) -> None:
