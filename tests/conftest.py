@@ -44,18 +44,23 @@ def kinship() -> dict[str, Path]:
     return kg_files("kinship")
 
 
-def require_kernels() -> None:
-    """Skip a test of the compiled kernels where they cannot be built (no C compiler); where a compiler
+def require_built(module: str, built: bool) -> None:
+    """Skip a test of a compiled extension where it cannot be built (no C compiler); where a compiler
     exists (CI has one) a missing build is a failure, not a skip."""
-    from shardgraph.utils.kernels import kernels
-
-    if kernels() is not None:
+    if built:
         return
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) or os.environ.get("CI"):
-        pytest.fail(f"shardgraph._kernels is not built although a C compiler ({compiler}) is present: "
+        pytest.fail(f"{module} is not built although a C compiler ({compiler}) is present: "
                     "reinstall with `make install` and read the build log")
-    pytest.skip(f"shardgraph._kernels is not built and there is no C compiler ({compiler}) to build it")
+    pytest.skip(f"{module} is not built and there is no C compiler ({compiler}) to build it")
+
+
+def require_kernels() -> None:
+    """require_built for the training kernels (shardgraph._kernels)."""
+    from shardgraph.utils.kernels import kernels
+
+    require_built("shardgraph._kernels", kernels() is not None)
 
 
 def shm_segments_of(pids: Iterable[int]) -> set[str]:

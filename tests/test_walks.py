@@ -5,8 +5,6 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import shutil
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from shardgraph.walks.classify import evaluate_nodes, read_labels
 from shardgraph.walks.kernels import walk_kernels
 from shardgraph.walks.skipgram import window_pairs
 from shardgraph.walks.walker import Walker
-from tests.conftest import write_lines
+from tests.conftest import require_built, write_lines
 
 TYPED_CONFIG = """
 [entities.user]
@@ -83,17 +81,10 @@ def random_graph(n: int, m: int, seed: int) -> list[tuple[int, int]]:
     return sorted(edges)
 
 
-def test_the_compiled_walker_is_built_where_a_compiler_is() -> None:
-    if shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc") is None:
-        pytest.skip("no C compiler: the Python walker is the one in use")
-    assert walk_kernels() is not None
-
-
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(("p", "q"), [(1.0, 1.0), (0.25, 4.0), (4.0, 0.5)])
 def test_compiled_walks_equal_the_python_reference_on_any_thread_count(weighted: bool, p: float, q: float) -> None:
-    if walk_kernels() is None:
-        pytest.skip("the compiled walker is not built")
+    require_built("shardgraph._walks", walk_kernels() is not None)
     edges = random_graph(60, 240, seed=1)
     rng = np.random.default_rng(0)
     graph = hand_graph(edges, 60, rng.uniform(0.1, 2.0, len(edges)).tolist() if weighted else None)
