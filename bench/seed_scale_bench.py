@@ -347,6 +347,13 @@ def _random_mrr(negatives: int) -> float:
     return float(np.sum(1.0 / np.arange(1, n + 1)) / n)
 
 
+def _ab_edges(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (A, B) ends of the A-B edges of one Parquet part."""
+    table = pq.read_table(path, columns=["lhs", "rel", "rhs"])
+    ab = table.column("rel").to_numpy(zero_copy_only=False) == "ab"
+    return table.column("lhs").to_numpy()[ab], table.column("rhs").to_numpy()[ab]
+
+
 def _two_hop(parts: Path, queried: np.ndarray) -> dict[int, np.ndarray]:
     """For each queried A node, the other A nodes that share a B neighbour with it (train A-B edges),
     in two streaming passes over the Parquet parts: memory O(queried nodes' neighbourhoods)."""
@@ -354,9 +361,7 @@ def _two_hop(parts: Path, queried: np.ndarray) -> dict[int, np.ndarray]:
     wanted = np.unique(queried)
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for path in files:  # pass 1: the B neighbours of the queried A nodes
-        table = pq.read_table(path, columns=["lhs", "rel", "rhs"])
-        ab = table.column("rel").to_numpy(zero_copy_only=False) == "ab"
-        lhs, rhs = table.column("lhs").to_numpy()[ab], table.column("rhs").to_numpy()[ab]
+        lhs, rhs = _ab_edges(path)
         hit = np.isin(lhs, wanted)
         pairs.append((lhs[hit], rhs[hit]))
     query_a = np.concatenate([p[0] for p in pairs])
@@ -364,9 +369,7 @@ def _two_hop(parts: Path, queried: np.ndarray) -> dict[int, np.ndarray]:
     b_set = np.unique(query_b)
     reverse: list[tuple[np.ndarray, np.ndarray]] = []
     for path in files:  # pass 2: every A node of those B nodes
-        table = pq.read_table(path, columns=["lhs", "rel", "rhs"])
-        ab = table.column("rel").to_numpy(zero_copy_only=False) == "ab"
-        lhs, rhs = table.column("lhs").to_numpy()[ab], table.column("rhs").to_numpy()[ab]
+        lhs, rhs = _ab_edges(path)
         hit = np.isin(rhs, b_set)
         reverse.append((rhs[hit], lhs[hit]))
     rb = np.concatenate([r[0] for r in reverse])

@@ -34,10 +34,8 @@ TINY = ["model.dimension=8", "training.workers=1", "training.batch_size=128", "t
         "training.num_uniform_negs=16"]
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """nations in 2 partitions and a run (hand-made embeddings, one checkpoint) on it."""
-    root = tmp_path_factory.mktemp("pristine")
+def make_pristine(root: Path) -> Path:
+    """nations in 2 partitions (root/ds) and a run on it (root/run: hand-made embeddings, one checkpoint)."""
     files = kg_files("nations")
     import_edges([files["train"]], root / "ds", valid=[files["valid"]], partitions=2, progress=False)
     dataset = Dataset(root / "ds")
@@ -47,6 +45,11 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
               for c in dataset.entity_types["entity"].partition_counts]
     create_run(root / "run", config, dataset, {"entity": tables})
     return root
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pristine(tmp_path_factory.mktemp("pristine"))
 
 
 @pytest.fixture

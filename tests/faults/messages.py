@@ -12,28 +12,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from shardgraph.config import load_config
-from shardgraph.data.dataset import Dataset
-from shardgraph.data.importer import import_edges
 from shardgraph.errors import ShardgraphError
 from shardgraph.storage.checkpoint import CheckpointStore
-from shardgraph.storage.run import create_run
-from tests.conftest import kg_files
-from tests.test_reliability import DAMAGE, TINY, load_everything
-
-
-def pristine(root: Path) -> None:
-    files = kg_files("nations")
-    import_edges([files["train"]], root / "ds", valid=[files["valid"]], partitions=2, progress=False)
-    dataset = Dataset(root / "ds")
-    config = load_config(None, [*TINY, f"data.dataset={root / 'ds'}"])
-    rng = np.random.default_rng(0)
-    tables = [torch.from_numpy(rng.normal(size=(c, 8)).astype(np.float32))
-              for c in dataset.entity_types["entity"].partition_counts]
-    create_run(root / "run", config, dataset, {"entity": tables})
+from tests.test_reliability import DAMAGE, load_everything, make_pristine
 
 
 def fresh(source: Path, target: Path) -> Path:
@@ -54,7 +37,7 @@ def edit_json(path: Path, change: Callable[[dict], None]) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
-        pristine(root / "p")
+        make_pristine(root / "p")
         rows: list[tuple[str, str]] = []
 
         def outcome(case: str, work: Path, action: Callable[[], object]) -> None:
