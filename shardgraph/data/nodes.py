@@ -364,7 +364,7 @@ def import_node_tables(root: Path, entity_types: Mapping[str, EntityIds], config
             table_rows += table.num_rows
     if labels_file:
         label_path = Path(labels_file)
-        for names, labels, first_line in _read_label_file(label_path, config.id_column):
+        for names, labels, first_line in read_label_file(label_path, config.id_column):
             add_labels(entity.lookup(names, False), labels, label_path, first_line, "label")
     for spill in spills:
         spill.close()
@@ -410,7 +410,7 @@ def _plain(feature: FeatureConfig) -> dict[str, Any]:
     return asdict(feature)
 
 
-def _read_label_file(path: Path, id_column: str) -> Iterator[tuple[pa.Array, pa.Array, int]]:
+def read_label_file(path: Path, id_column: str) -> Iterator[tuple[pa.Array, pa.Array, int]]:
     """(ids, labels, first line) blocks of a two-column label file (TSV or CSV, optional header)."""
     if not path.is_file():
         raise InputError("file not found", path=path)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shardgraph.report.html import _fmt, _png, _table
+from shardgraph.report.html import _fmt, _png, _table, tsne_2d
 from shardgraph.utils.atomic import atomic_write_text
 
 MAP_NODES = 1000
@@ -34,14 +34,6 @@ def _representations(model: Any, nodes: np.ndarray) -> np.ndarray:
         hidden = model.model(model.data.features.gather(sampled),
                              [adjacency(b, model.sage.aggregator) for b in reversed(blocks)], return_hidden=True)
     return np.asarray(hidden.numpy())
-
-
-def _tsne(points: np.ndarray, seed: int) -> np.ndarray:
-    from sklearn.manifold import TSNE
-
-    perplexity = float(min(30, max(2, (len(points) - 1) // 3)))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500)
-    return np.asarray(tsne.fit_transform(points))
 
 
 def _maps(model: Any, seed: int) -> list[tuple[str, str]]:
@@ -69,7 +61,7 @@ def _maps(model: Any, seed: int) -> list[tuple[str, str]]:
     for title, points in (("before training (initial weights)", before), ("after training", trained)):
         if len(points) < 5:
             continue
-        xy = _tsne(points, seed)
+        xy = tsne_2d(points, seed)
         fig, ax = plt.subplots(figsize=(5.5, 5))
         ax.scatter(xy[:, 0], xy[:, 1], c=colours % 20, cmap="tab20", s=6)
         ax.set_xticks([])
