@@ -295,7 +295,11 @@ class SageConfig:
     weight_decay: float = opt(5e-4, "Adam weight decay (L2)", non_negative)
     epochs: int = opt(1000, "most epochs", positive)
     patience: int = opt(100, "stop after this many epochs without a better validation accuracy", positive)
-    class_weights: bool = opt(False, "weight the loss by inverse class frequency (skewed labels)")
+    class_weights: bool = opt(False, "weight the loss by inverse class frequency (skewed labels); multi-label: "
+                                     "each label's positives by its negatives/positives ratio")
+    multi_label: bool = opt(False, "nodes carry several labels (several label lines per id): one sigmoid per label "
+                                   "and binary cross-entropy, top-k predictions with independent probabilities "
+                                   "(false: one softmax over the labels; a node's first label is its class)")
     normalize: str = opt("l1", "row normalisation of the sparse features: l1 or none", one_of("l1", "none"))
     mode: str = opt("auto", "full (whole graph each step), minibatch (sampled neighbourhoods), or auto: full "
                     "when the graph has at most full_batch_nodes nodes", one_of("auto", "full", "minibatch"))

@@ -401,3 +401,75 @@ run = "{tmp_path / 'kge'}"
     dense = np.load(out / "nodes/entity/part_0.dense.npy")[:, slot["start"] : slot["start"] + slot["width"]]
     names = Dataset(out).entity_names("entity", 0)
     np.testing.assert_allclose(dense, load(tmp_path / "kge").vectors(names), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- multi-label
+def test_multilabel_metrics_equal_a_naive_computation() -> None:
+    from sklearn.metrics import f1_score
+
+    from shardgraph.gnn.metrics import multilabel_metrics
+
+    rng = np.random.default_rng(3)
+    n, c = 200, 6
+    probabilities = rng.random((n, c)).astype(np.float32)
+    sets = [sorted(rng.choice(c, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(n)]
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in sets])])
+    got = multilabel_metrics(probabilities, indptr, np.concatenate(sets), [f"l{i}" for i in range(c)], k=2)
+
+    truth = np.zeros((n, c), dtype=int)
+    predicted = np.zeros((n, c), dtype=int)
+    first, top2 = [], []
+    for i, s in enumerate(sets):
+        truth[i, s] = 1
+        order = sorted(range(c), key=lambda j: -probabilities[i, j])
+        predicted[i] = [1 if probabilities[i, j] >= 0.5 or j == order[0] else 0 for j in range(c)]
+        first.append(order[0] in s)
+        top2.append(bool(set(order[:2]) & set(s)))
+    assert got["accuracy"] == pytest.approx(np.mean(first))
+    assert got["top2_accuracy"] == pytest.approx(np.mean(top2))
+    assert got["micro_f1"] == pytest.approx(f1_score(truth, predicted, average="micro"))
+    assert got["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert got["exact_match"] == pytest.approx(np.mean([(truth[i] == predicted[i]).all() for i in range(n)]))
+    assert got["label_cardinality"] == pytest.approx(np.mean([len(s) for s in sets]))
+
+
+@pytest.fixture
+def multi_labelled(tmp_path: Path) -> dict[str, Path]:
+    """The planted graph, where nodes whose tag column holds 5 carry a second label, `five`."""
+    files = planted_graph(tmp_path / "in")
+    fives = [line.split(",")[0] for line in files["nodes"].read_text().splitlines()[1:]
+             if line.split(",")[3].split()[1] == "5"]
+    assert 15 < len(fives) < 60
+    with open(files["labels"], "a") as f:
+        f.write("".join(f"{node}\tfive\n" for node in fives))
+    out = tmp_path / "ds"
+    import_graph([files["edges"]], out, nodes=[files["nodes"]], labels=files["labels"], config=files["config"],
+                 progress=False)
+    return {**files, "dataset": out, "fives": Path(",".join(fives))}
+
+
+def test_multi_label_training_learns_every_label(multi_labelled: dict[str, Path], tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    fives = set(str(multi_labelled["fives"]).split(","))
+    run = train_sage(sage_config(multi_labelled, "sage.multi_label=true", "sage.epochs=150", "sage.patience=150",
+                                 "sage.lr=0.02"), tmp_path / "multi")
+    test = run.metrics["test"]
+    assert test["multi_label"] and test["label_cardinality"] > 1.1
+    assert test["accuracy"] >= 0.9 and test["micro_f1"] >= 0.85, test
+
+    model = load_sage(run.path)
+    names = [f"n{u}" for u in range(90)]
+    probabilities = model.probabilities(model.node_ids(names))
+    assert not np.allclose(probabilities.sum(1), 1.0)  # independent sigmoids, not one softmax
+    five = model.classes.index("five")
+    said_five = {name for name, p in zip(names, probabilities[:, five], strict=True) if p >= 0.5}
+    assert len(said_five ^ fives) <= 9, (sorted(said_five - fives), sorted(fives - said_five))
+    predictions = model.predict_labels(names, k=2)
+    assert predictions.probabilities.shape == (90, 2)
+    np.testing.assert_allclose(predictions.probabilities[:, 0], probabilities.max(1), rtol=1e-5)
+
+    # the same data trained single-label says that the second labels are ignored
+    with caplog.at_level(logging.WARNING):
+        single = train_sage(sage_config(multi_labelled, "sage.epochs=5"), tmp_path / "single")
+    assert "have several labels; only the first of each is learnt" in caplog.text
+    assert not single.metrics["test"].get("multi_label")

@@ -152,7 +152,8 @@ class SageModel:
 
     # ------------------------------------------------------------------ prediction
     def probabilities(self, nodes: np.ndarray, method: str = "auto", batch_size: int = 4096) -> np.ndarray:
-        """(n, C) softmax probabilities of node ids.
+        """(n, C) label probabilities of node ids: softmax over the labels, or one sigmoid per label for
+        multi-label runs (sage.multi_label).
 
         `layerwise`: every neighbour, one layer at a time over the whole graph (exact; mean and gcn);
         `sampled`: mini-batches over the sampled neighbourhoods of the run's fan-outs (all neighbours
@@ -170,13 +171,16 @@ class SageModel:
         if method == "layerwise":
             for logits in iter_layerwise_logits(self.model, self.data.features, self.sampler.indptr,
                                                 self.sampler.indices, np.asarray(nodes, dtype=np.int64)):
-                yield torch.softmax(logits, 1).numpy()
+                yield self._probabilities(logits)
             return
         for start in range(0, len(nodes), batch_size):
             sampled, blocks = self.sampler.sample(nodes[start : start + batch_size])
             logits = self.model(self.data.features.gather(sampled),
                                 [adjacency(b, self.sage.aggregator) for b in reversed(blocks)])
-            yield torch.softmax(logits, 1).numpy()
+            yield self._probabilities(logits)
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        return np.asarray((torch.sigmoid(logits) if self.sage.multi_label else torch.softmax(logits, 1)).numpy())
 
     def predict_labels(self, ids: Sequence[str] | None = None, k: int = 2,
                        new_nodes: Sequence[str | Path] = (), new_edges: Sequence[str | Path] = (),

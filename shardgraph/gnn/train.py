@@ -33,7 +33,7 @@ from shardgraph.data.dataset import Dataset
 from shardgraph.errors import CheckpointError, ConfigError, InputError, TrainingError
 from shardgraph.gnn.features import FeatureStore, NodeInput
 from shardgraph.gnn.graph import neighbourhoods
-from shardgraph.gnn.metrics import classification_metrics
+from shardgraph.gnn.metrics import classification_metrics, multilabel_metrics
 from shardgraph.gnn.model import Adjacency, GraphSage, adjacency
 from shardgraph.gnn.sampler import NeighborSampler
 from shardgraph.utils.atomic import atomic_write_bytes, atomic_write_text
@@ -142,6 +142,37 @@ def _loss_weights(labels: np.ndarray, classes: int, enabled: bool) -> torch.Tens
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def _positive_weights(targets: torch.Tensor, enabled: bool) -> torch.Tensor | None:
+    """Multi-label class weights: each label's positives weighted by its negatives / positives (at least 1)."""
+    if not enabled:
+        return None
+    positives = targets.sum(0)
+    return torch.where(positives > 0, (len(targets) - positives) / positives.clamp(min=1), 1.0).clamp(min=1.0)
+
+
+class Targets:
+    """The labels of one split: (n,) class ids (single-label), or (n, C) 0/1 rows (multi-label)."""
+
+    def __init__(self, features: FeatureStore, nodes: np.ndarray, classes: int, multi: bool) -> None:
+        self.multi = multi
+        self.primary = torch.from_numpy(features.primary_labels(nodes))
+        self.rows = torch.zeros(0, classes)
+        if multi:
+            indptr, labels = features.label_lists(nodes)
+            self.rows = torch.zeros(len(nodes), classes)
+            self.rows[torch.from_numpy(np.repeat(np.arange(len(nodes)), np.diff(indptr))), torch.from_numpy(labels)] = 1
+
+    def take(self, chosen: np.ndarray | None) -> torch.Tensor:
+        values = self.rows if self.multi else self.primary
+        return values if chosen is None else values[torch.from_numpy(np.asarray(chosen))]
+
+    @staticmethod
+    def hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(n,) whether each node's first prediction is (one of) its label(s)."""
+        first = logits.argmax(1)
+        return target.gather(1, first[:, None])[:, 0] > 0 if target.dim() == 2 else first == target
+
+
 class SageTrainer:
     """One GraphSAGE training run (full-batch or sampled mini-batches), with early stopping."""
 
@@ -150,13 +181,22 @@ class SageTrainer:
         features = data.features
         features.fit_numeric(splits["train"])
         self.classes = len(features.classes)
-        self.labels = {k: torch.from_numpy(features.primary_labels(v)) for k, v in splits.items()}
+        self.multi = self.sage.multi_label
+        self.targets = {k: Targets(features, v, self.classes, self.multi) for k, v in splits.items()}
+        self.labels = {k: t.primary for k, t in self.targets.items()}
+        if not self.multi:
+            indptr, _ = features.label_lists(splits["train"])
+            several = int((np.diff(indptr) > 1).sum())
+            if several:
+                log.warning("%d training nodes have several labels; only the first of each is learnt. Set "
+                            "sage.multi_label = true to learn them all.", several)
         torch.manual_seed(self.sage.seed)
         self.model = GraphSage(features.sparse_width, features.dense_width, self.sage.hidden, self.classes,
                                self.sage.layers, self.sage.aggregator, self.sage.dropout)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.sage.lr,
                                           weight_decay=self.sage.weight_decay)
-        self.loss_weights = _loss_weights(self.labels["train"].numpy(), self.classes, self.sage.class_weights)
+        self.loss_weights = (_positive_weights(self.targets["train"].rows, self.sage.class_weights) if self.multi
+                             else _loss_weights(self.labels["train"].numpy(), self.classes, self.sage.class_weights))
         self.full = self.sage.mode == "full" or (self.sage.mode == "auto"
                                                  and data.num_nodes <= self.sage.full_batch_nodes)
         if not self.full and len(self.sage.fanouts) != self.sage.layers:
@@ -186,17 +226,25 @@ class SageTrainer:
             self._cache[key] = computation
         return computation
 
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, weighted: bool = True) -> torch.Tensor:
+        """Cross-entropy over the labels, or binary cross-entropy per label (multi-label)."""
+        weights = self.loss_weights if weighted else None
+        if self.multi:
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weights)
+        return F.cross_entropy(logits, target, weight=weights)
+
     def _train_epoch(self) -> tuple[float, float]:
-        """One epoch; returns (training loss, training accuracy)."""
+        """One epoch; returns (training loss, training accuracy: the first prediction is a true label)."""
         self.model.train()
-        train, labels = self.splits["train"], self.labels["train"]
+        train, targets = self.splits["train"], self.targets["train"]
         if self.full:
             self.optimizer.zero_grad()
             logits = self.model(*self._computation(train, "train"))
-            loss = F.cross_entropy(logits, labels, weight=self.loss_weights)
+            target = targets.take(None)
+            loss = self.loss(logits, target)
             loss.backward()
             self.optimizer.step()
-            return float(loss.detach()), float((logits.argmax(1) == labels).float().mean())
+            return float(loss.detach()), float(Targets.hits(logits, target).float().mean())
         order = np.random.default_rng([self.sage.seed, self.epoch]).permutation(len(train))
         total_loss = correct = 0.0
         batches = range(0, len(order), self.sage.batch_size)
@@ -204,11 +252,12 @@ class SageTrainer:
             chosen = order[start : start + self.sage.batch_size]
             self.optimizer.zero_grad()
             logits = self.model(*self._computation(train[chosen]))
-            loss = F.cross_entropy(logits, labels[chosen], weight=self.loss_weights)
+            target = targets.take(chosen)
+            loss = self.loss(logits, target)
             loss.backward()
             self.optimizer.step()
             total_loss += float(loss.detach()) * len(chosen)
-            correct += float((logits.argmax(1) == labels[chosen]).sum())
+            correct += float(Targets.hits(logits, target).sum())
         return total_loss / len(train), correct / len(train)
 
     @torch.no_grad()
@@ -226,7 +275,7 @@ class SageTrainer:
         sage = self.sage
         last_checkpoint = time.monotonic()
         started = time.perf_counter() - self.seconds
-        valid, valid_labels = self.splits["valid"], self.labels["valid"]
+        valid, valid_target = self.splits["valid"], self.targets["valid"].take(None)
         if not len(valid):
             log.warning("the validation split is empty: training runs all %d epochs and keeps the last weights",
                         sage.epochs)
@@ -240,8 +289,8 @@ class SageTrainer:
                     continue
                 if len(valid):
                     logits = self.logits(valid, "valid")
-                    valid_loss = float(F.cross_entropy(logits, valid_labels))
-                    valid_accuracy = float((logits.argmax(1) == valid_labels).float().mean())
+                    valid_loss = float(self.loss(logits, valid_target, weighted=False))
+                    valid_accuracy = float(Targets.hits(logits, valid_target).float().mean())
                 else:
                     valid_loss, valid_accuracy = loss, train_accuracy
                 record = {"epoch": self.epoch, "loss": loss, "train_accuracy": train_accuracy,
@@ -306,7 +355,7 @@ class SageTrainer:
             "version": MODEL_VERSION, "state": self.model.state_dict(), "classes": f.classes,
             "sparse_width": f.sparse_width, "dense_width": f.dense_width,
             "numeric_mean": f.mean.tolist(), "numeric_std": f.std.tolist(),
-            "full_batch": self.full, "config": config_mapping(self.config),
+            "full_batch": self.full, "multi_label": self.multi, "config": config_mapping(self.config),
         }
 
 
@@ -362,9 +411,14 @@ def train_sage(config: Config, run_dir: str | Path, *, resume: bool = False, ove
     metrics: dict[str, Any] = {}
     for split in ("valid", "test"):
         if len(splits[split]):
-            probabilities = torch.softmax(trainer.logits(splits[split]), 1).numpy()
-            metrics[split] = classification_metrics(probabilities, trainer.labels[split].numpy(),
+            logits = trainer.logits(splits[split])
+            if trainer.multi:
+                indptr, labels = data.features.label_lists(splits[split])
+                metrics[split] = multilabel_metrics(torch.sigmoid(logits).numpy(), indptr, labels,
                                                     data.features.classes)
+            else:
+                metrics[split] = classification_metrics(torch.softmax(logits, 1).numpy(),
+                                                        trainer.labels[split].numpy(), data.features.classes)
     metrics.update({"epochs": trainer.epoch, "best_epoch": trainer.best_epoch,
                     "seconds": round(trainer.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
                     "splits": {k: len(v) for k, v in splits.items()}, "holdout_test": holdout_test})
