@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from shardgraph.config import load_config
-from shardgraph.data.dataset import Dataset
+from shardgraph.data.dataset import LHS, RHS, Dataset
 from shardgraph.data.importer import import_edges
 from shardgraph.eval.evaluate import evaluate
 from shardgraph.eval.ranking import RankCounts, metrics_from_counts
@@ -161,3 +161,29 @@ def test_partitioned_ranking_equals_naive(tmp_path: Path, umls: dict[str, Path],
     assert result["hits@10"] == pytest.approx((ranks <= 10).mean(), rel=1e-9)
 
 
+
+
+@pytest.mark.parametrize("candidates,negatives", [("all", 0), ("partition", 0), ("all", 50)])
+def test_progress_counts_every_score_it_announced(tmp_path: Path, umls: dict[str, Path], candidates: str,
+                                                  negatives: int) -> None:
+    """The eval progress bar's total (its ETA) is the work done: queries x candidates, both directions."""
+    from shardgraph.eval.evaluate import Evaluator
+
+    import_edges([umls["train"]], tmp_path / "ds", test=[umls["test"]], partitions=4, progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    counts = dataset.entity_types["entity"].partition_counts
+    config = load_config(None, ["model.dimension=3"])
+    trained = create_run(tmp_path / "run", config, dataset, {"entity": [torch.randn(c, 3) for c in counts]})
+    evaluator = Evaluator(trained, filtered=True, negatives=negatives, batch_size=37, candidates=candidates)
+    edges = dataset.global_edges("test")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    if negatives:
+        expected = 2 * len(edges) * negatives
+    elif candidates == "all":
+        expected = 2 * len(edges) * sum(counts)
+    else:
+        expected = sum(counts[int(np.searchsorted(starts, end, side="right")) - 1]
+                       for end in np.concatenate([edges[:, LHS], edges[:, RHS]]).tolist())
+    assert sum(evaluator.work(edges, predict) for predict in ("rhs", "lhs")) == expected
+    evaluator.evaluate("test")
+    assert evaluator.scored == expected

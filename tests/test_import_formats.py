@@ -298,3 +298,33 @@ def test_fsspec_path(tmp_path: Path) -> None:
     fs.pipe("/shardgraph-test/g.txt", b"# remote\n1 2\n2 3\n3 1\n")
     summary = import_edges(["memory://shardgraph-test/g.txt"], tmp_path / "d", progress=False)
     assert summary.edges["train"] == 3 and summary.entities == 3 and summary.comment_lines == 1
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "parquet"])
+def test_reader_progress_runs_from_zero_to_the_size_on_disk(tmp_path: Path, kind: str) -> None:
+    """The import's progress bar (and its ETA) is in bytes of the input on disk: each reader's
+    `bytes_read` grows block by block and ends at the file's size."""
+    from shardgraph.data.reader import EdgeFileReader
+
+    rng = np.random.default_rng(0)
+    lines = [f"n{a}\tr{a % 3}\tn{b}" for a, b in rng.integers(0, 50_000, size=(60_000, 2)).tolist()]
+    text = ("\n".join(lines) + "\n").encode()
+    if kind == "plain":
+        path = tmp_path / "e.tsv"
+        path.write_bytes(text)
+    elif kind == "gzip":
+        path = tmp_path / "e.tsv.gz"
+        path.write_bytes(gzip.compress(text, 1))
+    else:
+        path = tmp_path / "e.parquet"
+        columns = list(zip(*(line.split("\t") for line in lines), strict=True))
+        pq.write_table(pa.table({"lhs": columns[0], "rel": columns[1], "rhs": columns[2]}), path, row_group_size=5000)
+    reader = EdgeFileReader(path, block_bytes=64 << 10)
+    assert reader.size_bytes == path.stat().st_size
+    seen, rows = [], 0
+    for block in reader:
+        rows += len(block)
+        seen.append(reader.bytes_read)
+    assert rows == len(lines)
+    assert len(seen) > 3 and seen == sorted(seen) and 0 < seen[0] < reader.size_bytes
+    assert reader.bytes_read == reader.size_bytes

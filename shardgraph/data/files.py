@@ -72,6 +72,10 @@ class Location:
 
     def open(self) -> BinaryIO:
         """The file's content as bytes, decompressed when its first bytes say it is compressed."""
+        return self.open_with_raw()[0]
+
+    def open_with_raw(self) -> tuple[BinaryIO, BinaryIO]:
+        """`open()`, and the raw file under it, whose tell() says how much of the file has been read."""
         if self.fs is None:
             raw: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by the caller)
         else:
@@ -82,7 +86,7 @@ class Location:
         head = raw.read(6)
         raw.seek(0)
         compression = next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
-        return decompress(raw, compression, self.text)
+        return decompress(raw, compression, self.text), raw
 
 
 def decompress(raw: BinaryIO, compression: str | None, where: str) -> BinaryIO:

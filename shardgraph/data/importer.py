@@ -366,8 +366,13 @@ def import_edges(
         edge_counts: dict[str, int] = {}
         dropped: dict[str, int] = {}
         relation_edges: dict[str, np.ndarray] = {}
-        bar = tqdm(total=None, unit=" lines", unit_scale=True, disable=None if progress else True, desc="import",
+        # progress in bytes of the input files (compressed bytes of compressed ones), so the bar has an ETA;
+        # in rows where the input is Python objects, which have no size on disk
+        total_bytes = sum(r.size_bytes for items in readers.values() for r in items)
+        bar = tqdm(total=total_bytes or None, unit="B" if total_bytes else " rows", unit_scale=True,
+                   unit_divisor=1024 if total_bytes else 1000, disable=None if progress else True, desc="import",
                    mininterval=0.5)
+        rows_seen = 0
         for split, split_readers in readers.items():
             if not split_readers:
                 continue
@@ -376,6 +381,7 @@ def import_edges(
             per_relation = np.zeros(0, dtype=np.int64)
             kept_total = dropped_total = 0
             for reader in split_readers:
+                counted = 0  # of the reader's bytes, already on the bar
                 for block in reader:
                     rel_ids = relations.ids_for(block, reader)
                     relations.check_types(block, rel_ids, reader)
@@ -386,9 +392,11 @@ def import_edges(
                     per_relation = np.pad(per_relation, (0, len(counts) - len(per_relation))) + counts
                     kept_total += len(kept_rel)
                     dropped_total += n_dropped
-                    bar.update(len(block))
-                    bar.set_postfix_str(f"{split}, {sum(t.table.count for t in type_list):,} entities",
-                                        refresh=False)
+                    rows_seen += len(block)
+                    bar.update(reader.bytes_read - counted if total_bytes else len(block))
+                    counted = reader.bytes_read
+                    bar.set_postfix_str(f"{split}, {rows_seen:,} edges, "
+                                        f"{sum(t.table.count for t in type_list):,} entities", refresh=False)
             edge_counts[split] = kept_total
             dropped[split] = dropped_total
             relation_edges[split] = per_relation

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from shardgraph.data.columns import ColumnRoles
 from shardgraph.data.files import Location, expand_glob, strip_compression_suffix
@@ -81,7 +82,9 @@ class EdgeFileReader:
     """Reads one edge file (or Parquet dataset) block by block. Iterate to get EdgeBlocks.
 
     After iteration, `comment_lines` and `blank_lines` say how many lines were skipped, and
-    `detected` what the layout detection decided.
+    `detected` what the layout detection decided. While it runs, `bytes_read` of `size_bytes`
+    (on disk: compressed bytes of a compressed file; Parquet in proportion to the rows read)
+    says how far it is.
     """
 
     def __init__(
@@ -104,19 +107,23 @@ class EdgeFileReader:
         self.locations = expand_glob(self.location)
         if len(self.locations) == 1 and not self.locations[0].exists():
             raise InputError("does not exist", path=self.path)
+        self.bytes_read = 0
         self.format = detect_format(self.location) if format == "auto" else format
         if self.format == "parquet":
             self.row_word = "row"
             self.layout: TextLayout | None = None
             self._dataset = self._open_dataset()
             self.roles = self._parquet_roles(columns)
+            fs = self.location.fs or pafs.LocalFileSystem()
+            self.size_bytes = sum(int(i.size or 0) for i in fs.get_file_info(list(self._dataset.files)))
             return
         if len(self.locations) > 1:
             raise InputError(f"matches {len(self.locations)} files; give text files one by one (a glob or directory "
                              "is read as a Parquet dataset)", path=self.path)
         if self.location.is_dir():
             raise InputError("is a directory; only Parquet datasets are read from directories", path=self.path)
-        if self.location.size() == 0:
+        self.size_bytes = self.location.size()
+        if self.size_bytes == 0:
             raise InputError("is empty", path=self.path)
         self.row_word = "line"
         given = {"tsv": "\t", "csv": ","}.get(self.format)
@@ -203,8 +210,10 @@ class EdgeFileReader:
         line = 1  # file line of the chunk's first line
         edges = 0
         to_skip = layout.skip_lines
-        with self.location.open() as stream:
+        stream, raw_file = self.location.open_with_raw()
+        with stream, raw_file:
             for raw in self._line_blocks(stream):
+                self.bytes_read = min(self.size_bytes, raw_file.tell())
                 chunk = raw
                 if to_skip:
                     chunk, skipped = drop_lines(chunk, to_skip)
@@ -245,6 +254,7 @@ class EdgeFileReader:
                 line += lines
         if edges == 0:
             raise InputError("is empty (no edges)", path=self.path)
+        self.bytes_read = self.size_bytes
 
     def _parse(self, data: bytes, names: list[str], parse_options: pacsv.ParseOptions,
                convert_options: pacsv.ConvertOptions, line: int) -> pa.Table | None:
@@ -301,6 +311,7 @@ class EdgeFileReader:
         needed = [names[c] for _, c in present] + [names[c] for _, c in self.roles.attributes]
         rows_per_batch = max(1024, self.block_bytes // 32)
         row = 1
+        total_rows = max(1, self._dataset.count_rows())  # from the files' footers
         try:
             batches = self._dataset.to_batches(columns=needed, batch_size=rows_per_batch)
             for batch in batches:
@@ -313,6 +324,7 @@ class EdgeFileReader:
                 block = EdgeBlock(arrays, first_line=row, attributes=attributes)
                 check_block(block, self.roles, self.path, self.row_word, newline_forbidden=True)
                 row += batch.num_rows
+                self.bytes_read = min(self.size_bytes, self.size_bytes * (row - 1) // total_rows)
                 yield block
         except (OSError, pa.ArrowIOError) as exc:
             raise InputError(f"cannot be read: {exc}", path=self.path) from None

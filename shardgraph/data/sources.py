@@ -46,6 +46,7 @@ class ObjectReader:
                  block_rows: int = BLOCK_ROWS) -> None:
         self.path = f"<{type(obj).__module__}.{type(obj).__qualname__}>"
         self.block_rows = block_rows
+        self.size_bytes = self.bytes_read = 0  # no file: the import's progress counts its rows instead
         self.detected: dict[str, str] = {"source": self.path}
         self.schema, self._batches = _to_batches(obj, relation, block_rows, self.path)
         names = list(self.schema.names)

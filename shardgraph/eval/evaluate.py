@@ -65,6 +65,8 @@ class Evaluator:
         self.progress = progress
         self.tables = run.relation_tables
         self._known: dict[str, KnownEdges] = {}
+        self.scored = 0  # query x candidate scores computed so far (what the progress bar counts)
+        self._bar: Any = None
 
     # ------------------------------------------------------------------ set-up
     def _known_index(self, predict: str) -> KnownEdges:
@@ -88,6 +90,28 @@ class Evaluator:
             out.append(_Group(np.sort(np.concatenate(parts)), direction, model.entity_types[known],
                               model.entity_types[target], relation))
         return out
+
+    def work(self, edges: np.ndarray, predict: str) -> int:
+        """The number of query x candidate scores that ranking `edges` in one direction computes."""
+        total = 0
+        for group in self._groups(edges, predict):
+            n = len(group.rows)
+            if self.negatives > 0:
+                total += n * self.negatives
+            elif self.candidates == "all":
+                total += n * group.target_type.count
+            else:  # each edge against its true end's partition
+                target_col = RHS if predict == "rhs" else LHS
+                sizes = np.asarray(group.target_type.partition_counts, dtype=np.int64)
+                starts = np.concatenate([[0], np.cumsum(sizes)])
+                partition = np.searchsorted(starts, edges[group.rows, target_col], side="right") - 1
+                total += int(sizes[partition].sum())
+        return total
+
+    def _tick(self, scores: int) -> None:
+        self.scored += scores
+        if self._bar is not None:
+            self._bar.update(scores)
 
     # ------------------------------------------------------------------ ranking
     def rank(self, edges: np.ndarray, predict: str) -> RankCounts:
@@ -162,6 +186,7 @@ class Evaluator:
                         excluded_cols.append(pair_ids[inside] - offset - c0)
                     count_block(scores, true_scores[rows], counts, rows,
                                 (np.concatenate(excluded_rows), np.concatenate(excluded_cols)))
+                    self._tick(len(rows) * (c1 - c0))
             offset += size
 
     def _rank_sampled(self, group: _Group, query: Tensor, rel: Tensor, true_ids: np.ndarray,
@@ -191,6 +216,7 @@ class Evaluator:
                 scores = self.model.comparator.all_pairs(query[rows].unsqueeze(0), candidates.unsqueeze(0))[0]
                 inside = (all_cols >= c0) & (all_cols < c1)
                 count_block(scores, true_scores[rows], counts, rows, (all_rows[inside], all_cols[inside] - c0))
+            self._tick(len(rows) * self.negatives)  # the sample's duplicates were dropped: count what was asked
 
     def evaluate(self, split: str, max_edges: int = 0) -> dict[str, Any]:
         started = time.perf_counter()
@@ -199,11 +225,14 @@ class Evaluator:
             raise ShardgraphError(f"The {split} split of {self.run.dataset.path} has no edges to evaluate.")
         if max_edges and len(edges) > max_edges:
             edges = edges[np.sort(self.rng.choice(len(edges), max_edges, replace=False))]
-        with torch.no_grad():
-            directions = {}
-            for predict in tqdm(("rhs", "lhs"), desc=f"eval {split}", disable=None if self.progress else True,
-                                leave=False):
+        total = sum(self.work(edges, predict) for predict in ("rhs", "lhs"))
+        directions = {}
+        with torch.no_grad(), tqdm(total=total, unit=" scores", unit_scale=True, desc=f"eval {split}",
+                                   disable=None if self.progress else True, mininterval=1) as self._bar:
+            for predict in ("rhs", "lhs"):
+                self._bar.set_postfix_str(f"{predict} of {len(edges):,} edges", refresh=False)
                 directions[predict] = self.rank(edges, predict)
+        self._bar = None
         both = directions["rhs"].concat(directions["lhs"])
         result: dict[str, Any] = {"split": split, "filtered": self.filtered, "edges": len(edges),
                                   **metrics_from_counts(both)}
