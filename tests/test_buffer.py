@@ -147,3 +147,33 @@ def test_kill_during_write_back_never_corrupts_the_checkpoint(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     final = json.loads((run_dir / "checkpoint" / "manifest.json").read_text())
     assert final["epoch"] == target and final["buckets_done"] == 0
+
+
+class _DiskWatch:
+    """Counts the embedding files in the run's checkpoint directory after every bucket."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir / "checkpoint"
+        self.most = 0
+
+    def on_train_begin(self, trainer: object) -> None: ...
+    def on_epoch_begin(self, epoch: int, buckets: int, edges: int) -> None: ...
+    def on_progress(self, edges_done: int) -> None: ...
+    def on_epoch_end(self, stats: object) -> None: ...
+    def on_train_end(self, run: object) -> None: ...
+
+    def on_bucket_end(self, stats: object) -> None:
+        self.most = max(self.most, len(list(self.root.rglob("*.emb.npy"))))
+
+
+def test_partitions_swapped_out_between_checkpoints_leave_one_file_each(tmp_path: Path) -> None:
+    """Disk stays at the kept checkpoints plus one working copy of each partition: a partition evicted
+    several times between two checkpoints replaces its previous working file instead of adding one."""
+    dataset = kg_dataset(tmp_path, "kinship", 8)
+    watch = _DiskWatch(tmp_path / "run")
+    run = train(kg_config(dataset, "training.epochs=2", "storage.buffer_partitions=2", "training.keep_checkpoints=2"),
+                run_dir=tmp_path / "run", progress=False, callbacks=[watch])  # type: ignore[list-item]
+    assert all(h["partition_loads"] > 2 * 8 for h in run.history)  # partitions really were evicted repeatedly
+    assert 8 < watch.most <= 3 * 8  # two kept checkpoints + one working copy
+    assert len(list((tmp_path / "run" / "checkpoint").rglob("*.emb.npy"))) <= 2 * 8
+    evaluate(run.path, split="test")  # the files the last checkpoint names are all there

@@ -81,6 +81,10 @@ class PartitionBuffer:
             for entity_type, parts in manifest["partitions"].items():
                 for part, entry in parts.items():
                     self.files[entity_type][int(part)] = PartitionFiles(**entry)
+        # files written since the last commit: no manifest names them, so a newer write-back of the same
+        # partition makes them garbage at once (deleted then, not at the next commit: a partition evicted
+        # k times between two checkpoints would otherwise hold k copies on disk)
+        self.uncommitted: set[str] = set()
         table_slots: dict[str, list[Tensor]] = {}
         state_slots: dict[str, list[Tensor]] = {}
         self.free: dict[str, list[int]] = {}
@@ -221,7 +225,15 @@ class PartitionBuffer:
         files = self.store.write_partition(entity_type, partition, self.shared.slots[entity_type][slot][:count],
                                            self.shared.slot_state[entity_type][slot][:count])
         with self._lock:
+            old = self.files[entity_type].get(partition)
             self.files[entity_type][partition] = files
+            stale = old is not None and old.embeddings in self.uncommitted
+            if stale:
+                self.uncommitted.discard(old.embeddings)
+            self.uncommitted.add(files.embeddings)
+        if stale:
+            assert old is not None
+            self.store.discard(old)
 
     def forget(self, key: PartitionKey) -> None:
         """Drop a resident partition without writing it (its latest version is elsewhere)."""
@@ -262,8 +274,11 @@ class PartitionBuffer:
                     self.files[name][partition] = self.store.write_partition(
                         name, partition, init.to(self.storage_dtype), torch.zeros(init.shape[0]))
         relations = self.store.write_relations(self.relation_tensors())
-        return self.store.commit(epoch=epoch, buckets_done=buckets_done, partitions=self.files,
-                                 relations=relations, extra=extra, keep=keep)
+        version = self.store.commit(epoch=epoch, buckets_done=buckets_done, partitions=self.files,
+                                    relations=relations, extra=extra, keep=keep)
+        with self._lock:
+            self.uncommitted.clear()
+        return version
 
     def close(self) -> None:
         if self._executor is not None:

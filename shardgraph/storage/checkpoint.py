@@ -288,6 +288,11 @@ class CheckpointStore:
         return PartitionFiles(f"{stem}.emb.npy", f"{stem}.state.npy", int(emb_array.shape[0]),
                               int(emb_array.shape[1]), dtype, emb_sum, state_sum)
 
+    def discard(self, files: PartitionFiles) -> None:
+        """Delete a partition's files that no manifest names (a working copy superseded before any commit)."""
+        for name in (files.embeddings, files.state):
+            self.member(name).unlink(missing_ok=True)
+
     def write_relations(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
         import io
 
