@@ -227,13 +227,12 @@ class PartitionBuffer:
         with self._lock:
             old = self.files[entity_type].get(partition)
             self.files[entity_type][partition] = files
-            stale = old is not None and old.embeddings in self.uncommitted
-            if stale:
-                self.uncommitted.discard(old.embeddings)
+            stale = old if old is not None and old.embeddings in self.uncommitted else None
+            if stale is not None:
+                self.uncommitted.discard(stale.embeddings)
             self.uncommitted.add(files.embeddings)
-        if stale:
-            assert old is not None
-            self.store.discard(old)
+        if stale is not None:
+            self.store.discard(stale)
 
     def forget(self, key: PartitionKey) -> None:
         """Drop a resident partition without writing it (its latest version is elsewhere)."""
