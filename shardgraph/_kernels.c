@@ -200,3 +200,22 @@ int64_t collapse_blanks(const uint8_t *in, int64_t n, uint8_t *out) {
     }
     return written;
 }
+
+/* Evaluation: for each row i of a (rows, cols) block of candidate scores (row stride `stride`),
+ * add to greater[i] / equal[i] the number of scores above / equal to target[i]. One pass over the
+ * block (torch needs two comparisons, two bool matrices and two reductions). NaN compares false,
+ * as in torch. Counts per block fit 32 bits (cols < 2^31); the sums are 64-bit. */
+void count_rank_block(int64_t rows, int64_t cols, const float *scores, int64_t stride, const float *target,
+                      int64_t *greater, int64_t *equal) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *s = scores + i * stride;
+        const float t = target[i];
+        int32_t g = 0, e = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            g += s[j] > t;
+            e += s[j] == t;
+        }
+        greater[i] += g;
+        equal[i] += e;
+    }
+}

@@ -187,3 +187,24 @@ def test_progress_counts_every_score_it_announced(tmp_path: Path, umls: dict[str
     assert sum(evaluator.work(edges, predict) for predict in ("rhs", "lhs")) == expected
     evaluator.evaluate("test")
     assert evaluator.scored == expected
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_greater_and_equal_counts_equal_a_naive_count(compiled: bool) -> None:
+    """The ranking's one-pass counts (compiled kernel, or torch ops without it) against a count by
+    hand: ties planted, NaN scores (never counted), and a block whose rows are a slice of wider rows."""
+    from shardgraph.eval.ranking import greater_and_equal
+    from tests.conftest import require_kernels
+
+    if compiled:
+        require_kernels()
+    generator = torch.Generator().manual_seed(0)
+    wide = torch.randint(-3, 4, (37, 700), generator=generator).float() / 2  # many exact ties
+    wide[5, 10:20] = float("nan")
+    block = wide[:, 3:650]  # row stride 700, 647 columns
+    target = torch.randint(-3, 4, (37,), generator=generator).float() / 2
+    greater, equal = greater_and_equal(block, target, compiled=compiled)
+    rows = block.tolist()
+    assert greater.tolist() == [sum(s > t for s in row) for row, t in zip(rows, target.tolist(), strict=True)]
+    assert equal.tolist() == [sum(s == t for s in row) for row, t in zip(rows, target.tolist(), strict=True)]
+    assert greater.dtype == equal.dtype == torch.int64

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from shardgraph.utils.kernels import kernels
+
 HITS_AT = (1, 3, 10)
 
 
@@ -59,6 +61,24 @@ def metrics_from_counts(counts: RankCounts) -> dict[str, float]:
     return out
 
 
+def greater_and_equal(scores: Tensor, target: Tensor, compiled: bool = True) -> tuple[Tensor, Tensor]:
+    """(b,) int64 counts of the scores of each row of a (b, m) block above / equal to target (b,).
+
+    One pass of the compiled kernel where it is built (2.5x the time of the block's matrix product
+    as torch ops, which compare twice and reduce two bool matrices); the torch ops otherwise."""
+    library = kernels() if compiled else None
+    if library is not None and scores.dtype == torch.float32 and scores.device.type == "cpu" and scores.dim() == 2 \
+            and scores.stride(1) == 1 and target.dtype == torch.float32:
+        target = target.contiguous()
+        greater = torch.zeros(scores.shape[0], dtype=torch.long)
+        equal = torch.zeros(scores.shape[0], dtype=torch.long)
+        library.count_rank_block(scores.shape[0], scores.shape[1], scores.data_ptr(), scores.stride(0),
+                                 target.data_ptr(), greater.data_ptr(), equal.data_ptr())
+        return greater, equal
+    column = target.unsqueeze(1)
+    return (scores > column).sum(1), (scores == column).sum(1)
+
+
 def count_block(scores: Tensor, true_scores: Tensor, counts: RankCounts, rows: np.ndarray,
                 excluded: tuple[np.ndarray, np.ndarray] | None) -> None:
     """Add one (b, m) block of candidate scores to the counts of edges `rows` (b,).
@@ -67,9 +87,7 @@ def count_block(scores: Tensor, true_scores: Tensor, counts: RankCounts, rows: n
     end, filtered edges); they are few, so their contributions are taken back one by one rather
     than masked in the whole block.
     """
-    target = true_scores.unsqueeze(1)
-    greater = (scores > target).sum(1)
-    equal = (scores == target).sum(1)
+    greater, equal = greater_and_equal(scores, true_scores)
     considered = torch.full((scores.shape[0],), scores.shape[1], dtype=torch.long)
     if excluded is not None and len(excluded[0]):
         # a pair listed twice (a filtered edge that is also the true end) is taken back once

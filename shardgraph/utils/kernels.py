@@ -39,6 +39,8 @@ def kernels() -> ctypes.CDLL | None:
     library.softmax_blocks_f32.argtypes = [i64, i64, pointer, pointer, pointer, i64, pointer, pointer, pointer,
                                            pointer, pointer, pointer]
     library.softmax_blocks_f32.restype = None
+    library.count_rank_block.argtypes = [i64, i64, pointer, i64, pointer, pointer, pointer]
+    library.count_rank_block.restype = None
     library.collapse_blanks.argtypes = [pointer, i64, pointer]
     library.collapse_blanks.restype = i64
     return library
