@@ -13,8 +13,9 @@ scale: generates (cached in --workdir) the power-law graph with --test-edges hel
        with P = --partitions, trains one epoch with a buffer of --buffer partitions (configs/
        large_graph.toml, d = --dim), then runs `shardgraph eval RUN --split test --json` (filtered,
        every entity a candidate; with --eval-edges N a seeded sample of N test edges) as its own
-       process. Timed and measured: that eval process alone, start-up, opening and verifying the checkpoint and building the known-edge index included;
-       memory is the peak of its summed PSS (target <= 1.2 GB, as the buffered training).
+       process. Timed and measured: that eval process alone, start-up, opening and verifying the
+       checkpoint and building the known-edge index included; memory is the peak of its summed PSS
+       (target <= 1.2 GB, as the buffered training).
 """
 
 from __future__ import annotations
