@@ -93,7 +93,8 @@ def rendered_images(page: Path, tmp_path: Path) -> list[list]:
     assert CHROMIUM is not None
     probe = tmp_path / f"probe-{page.name}"
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run",
                            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=20000",
                            "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
     found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)

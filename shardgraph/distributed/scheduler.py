@@ -78,6 +78,9 @@ class DistributedScheduler(BucketScheduler):
     def attach(self, buffer: PartitionBuffer) -> None:
         """The buffer whose partitions are exchanged (set by the trainer before the first epoch)."""
         self.buffer = buffer
+        # the files a trainer writes are published to the others and committed by rank 0's manifests:
+        # only the run's garbage collection at a commit may delete them, never the trainer that wrote them
+        buffer.discard_superseded = False
 
     # ------------------------------------------------------------------ state in the store
     def _key(self, name: str) -> str:

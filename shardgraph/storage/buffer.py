@@ -85,6 +85,7 @@ class PartitionBuffer:
         # partition makes them garbage at once (deleted then, not at the next commit: a partition evicted
         # k times between two checkpoints would otherwise hold k copies on disk)
         self.uncommitted: set[str] = set()
+        self.discard_superseded = True  # off where other processes commit this buffer's files (distributed)
         table_slots: dict[str, list[Tensor]] = {}
         state_slots: dict[str, list[Tensor]] = {}
         self.free: dict[str, list[int]] = {}
@@ -227,7 +228,7 @@ class PartitionBuffer:
         with self._lock:
             old = self.files[entity_type].get(partition)
             self.files[entity_type][partition] = files
-            stale = old if old is not None and old.embeddings in self.uncommitted else None
+            stale = old if old is not None and old.embeddings in self.uncommitted and self.discard_superseded else None
             if stale is not None:
                 self.uncommitted.discard(stale.embeddings)
             self.uncommitted.add(files.embeddings)
