@@ -73,13 +73,17 @@ class EntityIndex:
         if not len(query) or not len(self.first):
             return out
         first, second = hash_strings(query)
-        pos = np.minimum(np.searchsorted(self.first, first), len(self.first) - 1)
+        lo = np.searchsorted(self.first, first, side="left")
+        hi = np.searchsorted(self.first, first, side="right")
+        pos = np.minimum(lo, len(self.first) - 1)
         found = (self.first[pos] == first) & (self.second[pos] == second)
         out[found] = self.order[pos[found]]
-        for i in np.flatnonzero(~found).tolist():  # a clash of first halves, or unknown
-            candidates = np.flatnonzero((self.first == first[i]) & (self.second == second[i]))
-            if len(candidates):
-                out[i] = self.order[candidates[0]]
+        # several names share the first half of the hash: look among those only (an unknown id costs
+        # two binary searches, not a scan of every name)
+        for i in np.flatnonzero(~found & (hi - lo > 1)).tolist():
+            match = np.flatnonzero(self.second[lo[i] : hi[i]] == second[i])
+            if len(match):
+                out[i] = self.order[lo[i] + match[0]]
         return out
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
