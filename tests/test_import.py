@@ -228,6 +228,26 @@ def test_shuffle_rows_is_a_uniform_permutation_carrying_attributes(tmp_path: Pat
     assert np.array_equal(np.load(again), shuffled)
 
 
+def test_npy_reader_reads_row_ranges_and_refuses_a_truncated_file(tmp_path: Path) -> None:
+    from shardgraph.utils.npy import NpyAppender, NpyReader
+
+    rows = np.arange(3000, dtype=np.int64).reshape(1000, 3)
+    np.save(tmp_path / "saved.npy", rows)  # numpy's own header
+    appended = NpyAppender(tmp_path / "appended.npy", np.float32, None)  # our fixed-size header, 1-D
+    appended.append(np.arange(10, dtype=np.float32))
+    appended.close()
+    saved = NpyReader(tmp_path / "saved.npy")
+    assert (saved.rows, saved.shape, saved.dtype) == (1000, (1000, 3), np.dtype(np.int64))
+    assert np.array_equal(saved.read(17, 403), rows[17:403])
+    assert np.array_equal(saved.read(990, 2000), rows[990:])
+    assert saved.read(5, 5).shape == (0, 3)
+    assert np.array_equal(NpyReader(tmp_path / "appended.npy").read(2, 5), [2.0, 3.0, 4.0])
+    data = (tmp_path / "saved.npy").read_bytes()
+    (tmp_path / "saved.npy").write_bytes(data[:-8])
+    with pytest.raises(ValueError, match=r"saved\.npy: truncated"):
+        NpyReader(tmp_path / "saved.npy").read(0, 1000)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

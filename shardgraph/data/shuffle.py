@@ -23,22 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
-from shardgraph.utils.npy import NpyAppender
+from shardgraph.utils.npy import NpyAppender, NpyReader
 
 DEFAULT_MEMORY_ROWS = 4 << 20  # 4Mi edge rows (48 MiB) held at once, plus the same again while permuting
 
 
-def _appender_like(path: Path, array: np.ndarray) -> NpyAppender:
-    return NpyAppender(path, array.dtype, array.shape[1] if array.ndim == 2 else None)
+def _appender_like(path: Path, source: NpyReader) -> NpyAppender:
+    return NpyAppender(path, source.dtype, source.shape[1] if len(source.shape) == 2 else None)
 
 
 def shuffle_rows(paths: Sequence[Path], seed: Sequence[int], memory_rows: int = DEFAULT_MEMORY_ROWS) -> list[str]:
     """Permute the rows of the aligned .npy files `paths` (the bucket first, then its attribute
     files) by one seeded random permutation, replacing each file by rename. Returns each file's new
     payload checksum (xxh3-64), in the order of `paths`."""
-    arrays = [np.load(path, mmap_mode="r") for path in paths]
-    rows = arrays[0].shape[0]
-    if any(a.shape[0] != rows for a in arrays):
+    arrays = [NpyReader(path) for path in paths]  # read, not mapped: no mapped pages stay in the PSS
+    rows = arrays[0].rows
+    if any(a.rows != rows for a in arrays):
         raise ValueError(f"{', '.join(map(str, paths))}: files to shuffle together differ in row count")
     rng = np.random.default_rng(list(seed))
     temps = [path.with_name(path.name + ".shuffled") for path in paths]
@@ -46,19 +46,18 @@ def shuffle_rows(paths: Sequence[Path], seed: Sequence[int], memory_rows: int = 
     if rows <= memory_rows:
         order = rng.permutation(rows)
         for out, array in zip(outs, arrays, strict=True):
-            out.append(np.asarray(array)[order])
+            out.append(array.read(0, rows)[order])
     else:
         _scatter_gather(arrays, outs, rng, memory_rows)
     checksums = [out.close() for out in outs]
-    del arrays
     for temp, path in zip(temps, paths, strict=True):
         os.replace(temp, path)
     return checksums
 
 
-def _scatter_gather(arrays: list[np.ndarray], outs: list[NpyAppender], rng: np.random.Generator,
+def _scatter_gather(arrays: list[NpyReader], outs: list[NpyAppender], rng: np.random.Generator,
                     memory_rows: int) -> None:
-    rows = arrays[0].shape[0]
+    rows = arrays[0].rows
     # Piles of about half the memory budget, so that a pile's binomial excess still fits.
     piles = math.ceil(rows / (memory_rows // 2))
     folders = [out.path.with_name(out.path.name + ".piles") for out in outs]
@@ -71,7 +70,7 @@ def _scatter_gather(arrays: list[np.ndarray], outs: list[NpyAppender], rng: np.r
             order = np.argsort(pile, kind="stable")
             bounds = np.searchsorted(pile[order], np.arange(piles + 1))
             for files, array in zip(pile_files, arrays, strict=True):
-                block = np.asarray(array[start:end])[order]
+                block = array.read(start, end)[order]
                 for k in range(piles):
                     if bounds[k + 1] > bounds[k]:
                         files[k].append(block[bounds[k]:bounds[k + 1]])
