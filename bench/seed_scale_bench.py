@@ -76,6 +76,9 @@ lr = 0.1
 bucket_order = "beta"
 sampling_correction = true
 workers = {workers}
+# one complete checkpoint kept: with the default 2, the old, the kept and the one being written
+# (13 GB of bfloat16 tables each) would exceed the 40 GB disk budget
+keep_checkpoints = 1
 
 [storage]
 storage_dtype = "bfloat16"
