@@ -107,12 +107,10 @@ def fold_in(model: EmbeddingModel, edges: str | Path | Sequence[tuple[str, ...]]
         for r in np.unique(rel_ids):
             entity_type = getattr(net.relations[int(r)], side)
             rows = np.flatnonzero(rel_ids == r)
-            index = model.index(entity_type)
-            for row, name in zip(rows.tolist(), [names[i] for i in rows], strict=True):
-                try:
-                    global_ids[row] = index.lookup([name])[0]
-                except QueryError:
-                    new_index[row] = new_names[entity_type].setdefault(name, len(new_names[entity_type]))
+            found = model.index(entity_type).find([names[i] for i in rows])  # -1: unknown, hence new
+            global_ids[rows] = found
+            for row in rows[found < 0].tolist():
+                new_index[row] = new_names[entity_type].setdefault(names[row], len(new_names[entity_type]))
         ends[side] = (global_ids, new_index)
     useful = (ends["lhs"][1] >= 0) | (ends["rhs"][1] >= 0)
     if not useful.any():
