@@ -200,6 +200,30 @@ def test_kill_9_of_the_trainer_takes_its_workers_mid_task(tmp_path: Path) -> Non
         json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())["epoch"] < 50
 
 
+def test_a_process_group_killed_with_sigkill_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
+    """SIGKILL to the whole process group (trainer, workers, multiprocessing's resource tracker: what a
+    container stop or `kill -9 -PGID` does) while 2 workers train: nothing is left in /dev/shm (named
+    semaphores of multiprocessing queues were, 9 per kill, since only a clean exit unlinks them)."""
+    import psutil
+
+    from tests.faults.kill_matrix import leaked_shm, shm_entries
+
+    dataset = kg_dataset(tmp_path, "kinship", 4)
+    config = kg_config(dataset, "training.epochs=200", "training.workers=2", "storage.buffer_partitions=2")
+    before = shm_entries()
+    proc = subprocess.Popen(_train_command(_write_config(tmp_path / "c.toml", config), tmp_path / "run"),
+                            cwd=REPO, stderr=subprocess.DEVNULL, start_new_session=True)
+    manifest = tmp_path / "run" / "checkpoint" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not manifest.exists():
+        time.sleep(0.1)
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+    assert proc.poll() is None and len(workers) == 2, "the run did not get to train with its workers"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not leaked_shm(before), "a killed run left entries in /dev/shm"
+
+
 def test_training_in_process_leaves_the_callers_arithmetic_as_it_was(tmp_path: Path) -> None:
     """train() with one worker runs in the caller's process and flushes subnormals to zero while it
     trains (speed); afterwards the caller's torch and numpy must keep IEEE subnormals again, and

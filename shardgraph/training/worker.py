@@ -18,12 +18,12 @@ import contextlib
 import ctypes
 import logging
 import os
-import queue
 import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import numpy as np
@@ -313,25 +313,27 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
 
 
 def _worker_main(rank: int, config_dict: dict[str, Any], dataset_path: str, shared: SharedTables, threads: int,
-                 tasks: Any, results: Any, progress: Tensor, trainer: int) -> None:
-    """Entry point of a spawned worker: train the tasks it is sent until it gets None."""
+                 conn: Connection, progress: Tensor, trainer: int) -> None:
+    """Entry point of a spawned worker: train the tasks it receives on `conn` until it gets None (or the
+    trainer is gone), answering each on the same pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when workers stop
     die_with_parent(trainer)  # a trainer killed with SIGKILL takes its workers with it, even mid-task
     configure_torch(threads)
-    parent = trainer
     try:
         context = TrainingContext(config_from_dict(config_dict), Dataset(dataset_path), shared)
     except BaseException:
-        results.put(("error", rank, traceback.format_exc()))
+        conn.send(("error", rank, traceback.format_exc()))
         return
-    results.put(("ready", rank, None))
+    conn.send(("ready", rank, None))
     while True:
         try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:  # the trainer died (kill -9): do not linger
-                return
-            continue
+            if not conn.poll(1.0):
+                if os.getppid() != trainer:  # the trainer died (kill -9): do not linger
+                    return
+                continue
+            task = conn.recv()
+        except (EOFError, OSError):  # the trainer closed its end
+            return
         if task is None:
             return
         try:
@@ -341,73 +343,87 @@ def _worker_main(rank: int, config_dict: dict[str, Any], dataset_path: str, shar
                 progress[rank] = done
 
             result = train_task(context, task, report)
-            results.put(("done", rank, result))
+            conn.send(("done", rank, result))
         except BaseException:
-            results.put(("error", rank, traceback.format_exc()))
+            conn.send(("error", rank, traceback.format_exc()))
 
 
 class WorkerPool:
-    """Spawned worker processes that train the parts of a bucket in parallel (HOGWILD)."""
+    """Spawned worker processes that train the parts of a bucket in parallel (HOGWILD).
+
+    Each worker talks to the trainer over its own pipe. Pipes, not multiprocessing queues: a queue
+    holds named POSIX semaphores (/dev/shm/sem.mp-*) that only a clean exit unlinks, so a process
+    group killed with SIGKILL would leave them behind; a pipe leaves nothing."""
 
     def __init__(self, workers: int, threads: int, config: Config, dataset_path: str, shared: SharedTables) -> None:
         ctx = mp.get_context("spawn")
         self.workers = workers
         self.progress = torch.zeros(workers, dtype=torch.int64).share_memory_()
-        self.results = ctx.Queue()
-        self.queues = [ctx.Queue() for _ in range(workers)]
+        pipes = [ctx.Pipe(duplex=True) for _ in range(workers)]
+        self.conns: list[Connection] = [ours for ours, _ in pipes]
         self.processes = [
             ctx.Process(target=_worker_main, name=f"shardgraph-worker-{rank}", daemon=True,
-                        args=(rank, config.to_dict(), dataset_path, shared, threads, self.queues[rank],
-                              self.results, self.progress, os.getpid()))
-            for rank in range(workers)
+                        args=(rank, config.to_dict(), dataset_path, shared, threads, theirs, self.progress,
+                              os.getpid()))
+            for rank, (_, theirs) in enumerate(pipes)
         ]
-        for process in self.processes:
-            process.start()
+        try:
+            for process in self.processes:
+                process.start()
+        finally:
+            for _, theirs in pipes:
+                theirs.close()  # the workers hold their ends; a dead worker's pipe then reads EOF
         ready = 0
         while ready < workers:
-            kind, rank, payload = self._get()
-            if kind == "error":
-                self.close()
-                raise TrainingError(f"worker {rank} failed to start:\n{payload}")
-            ready += 1
+            for kind, rank, payload in self._receive(timeout=0.5):
+                if kind == "error":
+                    self.close()
+                    raise TrainingError(f"worker {rank} failed to start:\n{payload}")
+                ready += 1
 
-    def _get(self) -> tuple[str, int, Any]:
-        while True:
+    def _receive(self, timeout: float) -> list[tuple[str, int, Any]]:
+        """Messages that arrive within `timeout` s (maybe none); TrainingError naming a worker that died."""
+        messages = []
+        for conn in wait(self.conns, timeout=timeout):
+            assert isinstance(conn, Connection)
             try:
-                item: tuple[str, int, Any] = self.results.get(timeout=0.5)
-                return item
-            except queue.Empty:
-                dead = [p for p in self.processes if not p.is_alive()]
-                if dead:
-                    raise TrainingError(f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
-                                        "see the log above. Out of memory?") from None
+                messages.append(conn.recv())
+            except (EOFError, OSError):
+                rank = self.conns.index(conn)
+                self.processes[rank].join(timeout=1.0)
+                raise TrainingError(f"worker {self.processes[rank].name} died (exit code "
+                                    f"{self.processes[rank].exitcode}); see the log above. Out of memory?") from None
+        if not messages:
+            dead = [p for p in self.processes if not p.is_alive()]
+            if dead:
+                raise TrainingError(f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
+                                    "see the log above. Out of memory?")
+        return messages
 
     def run(self, tasks: list[BucketTask], progress: ProgressFn | None = None) -> list[TaskResult]:
         """Run one task per worker and wait for all of them, reporting summed progress."""
         for task in tasks:
-            self.queues[task.rank].put(task)
+            self.conns[task.rank].send(task)
         results: list[TaskResult] = []
         pending = len(tasks)
         while pending:
-            try:
-                kind, rank, payload = self.results.get(timeout=0.5)
-            except queue.Empty:
+            messages = self._receive(timeout=0.5)
+            if not messages:
                 raise_if_interrupted()
                 if progress is not None:
                     progress(int(self.progress.sum()))
-                if any(not p.is_alive() for p in self.processes):
-                    self._get()  # raises with the dead worker's name
                 continue
-            if kind == "error":
-                raise TrainingError(f"worker {rank} failed:\n{payload}")
-            results.append(payload)
-            pending -= 1
+            for kind, rank, payload in messages:
+                if kind == "error":
+                    raise TrainingError(f"worker {rank} failed:\n{payload}")
+                results.append(payload)
+                pending -= 1
         return results
 
     def close(self) -> None:
-        for q in self.queues:
+        for conn in self.conns:
             with contextlib.suppress(OSError, ValueError):
-                q.put(None)
+                conn.send(None)
         deadline = time.time() + 5
         for process in self.processes:
             process.join(timeout=max(0.0, deadline - time.time()))
@@ -415,6 +431,5 @@ class WorkerPool:
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=2)
-        for q in [*self.queues, self.results]:
-            q.close()
-            q.join_thread()
+        for conn in self.conns:
+            conn.close()

@@ -179,7 +179,9 @@ def commands(inputs: Path) -> dict[str, Command]:
                           lambda w, _o: dataset_digest(w / "ds")),
         "train-p1": Command("train-p1", _p1(train_args), resumed(_p1(train_args)),
                             lambda w, _o: trained_quality(w, "run"), close_quality, checkpointed="run"),
-        "train-p4-buffer": trained("train-p4-buffer", train_args("run", "storage.buffer_partitions=2")),
+        # with 2 HOGWILD workers: the kill takes their pool too
+        "train-p4-buffer": trained("train-p4-buffer", train_args("run", "storage.buffer_partitions=2",
+                                                                 "training.workers=2")),
         "train-walks": trained("train-walks", train_args(
             "run", "walks.method=deepwalk", "walks.walks_per_node=2", "walks.walk_length=10", "walks.window=3",
             "model.comparator=dot", epochs=2)),
