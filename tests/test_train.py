@@ -491,6 +491,51 @@ def test_the_best_checkpoint_moves_on_and_the_old_one_is_collected(tmp_path: Pat
     assert len(embedding_files) == 2
 
 
+def test_a_validation_cut_short_by_a_kill_is_done_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after epoch 3's checkpoint was written but before its validation finished: --resume
+    validates epoch 3 first (its history record, the best mark and early stopping then read as if
+    nothing happened), and does not train on when that exhausts the patience."""
+    seen: dict[int, np.ndarray] = {}
+    _scripted_validation(monkeypatch, {1: 0.2, 2: 0.4, 3: 0.3, 4: 0.35, 5: 0.9}, seen)
+    from shardgraph.training import callbacks
+
+    scripted = callbacks.evaluate
+
+    def killed_at_epoch_3(run: TrainedRun, **kw: object) -> dict[str, object]:
+        if run.epoch == 3:
+            raise KeyboardInterrupt  # the process dies here: the checkpoint of epoch 3 exists, its validation not
+        return scripted(run, **kw)
+
+    monkeypatch.setattr(callbacks, "evaluate", killed_at_epoch_3)
+    dataset = kg_dataset(tmp_path, "nations")
+    config = kg_config(dataset, "training.epochs=8", "training.eval_every=1", "training.early_stopping_patience=2")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=tmp_path / "run", progress=False)
+    manifest = json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())
+    assert manifest["epoch"] == 3 and "eval" not in manifest["history"][-1]
+
+    monkeypatch.setattr(callbacks, "evaluate", scripted)
+    run = train(config, run_dir=tmp_path / "run", resume=True, progress=False)
+    manifest = json.loads((tmp_path / "run" / "checkpoint" / "manifest.json").read_text())
+    assert [r["eval"]["mrr"] for r in manifest["history"]] == pytest.approx([0.2, 0.4, 0.3, 0.35])
+    assert run.epochs == 4 and manifest["epoch"] == 4 and manifest["best"]["epoch"] == 2
+    evals = [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "eval"]
+    assert evals == [1, 2, 3, 4]
+
+    # patience exhausted by the resumed validation itself: nothing more is trained
+    _scripted_validation(monkeypatch, {1: 0.4, 2: 0.3, 3: 0.2, 4: 0.9}, seen)
+    scripted = callbacks.evaluate
+    monkeypatch.setattr(callbacks, "evaluate", killed_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=tmp_path / "run2", progress=False)
+    monkeypatch.setattr(callbacks, "evaluate", scripted)
+    run = train(config, run_dir=tmp_path / "run2", resume=True, progress=False)
+    manifest = json.loads((tmp_path / "run2" / "checkpoint" / "manifest.json").read_text())
+    assert run.epochs == 3 and manifest["epoch"] == 3 and manifest["best"]["epoch"] == 1
+    assert manifest["history"][-1]["eval"]["mrr"] == pytest.approx(0.2)
+
+
 def test_early_stopping_needs_evaluation() -> None:
     with pytest.raises(ShardgraphError, match="eval_every"):
         load_config(None, ["training.early_stopping_patience=3"])

@@ -69,6 +69,10 @@ class Callback:
 
     def on_epoch_end(self, stats: EpochStats) -> None: ...
 
+    def on_resumed_epoch_end(self, stats: EpochStats) -> None:
+        """A resumed run's last epoch was checkpointed but stopped before its on_epoch_end finished
+        (`stats` holds only the epoch): do what must follow every epoch."""
+
     def on_train_end(self, run: Any) -> None: ...
 
 
@@ -171,3 +175,6 @@ class EvalCallback(Callback):
         stats.eval = {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "auc")}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"event": "eval", **result, "epoch": stats.epoch + 1}) + "\n")
+
+    def on_resumed_epoch_end(self, stats: EpochStats) -> None:
+        self.on_epoch_end(stats)

@@ -306,7 +306,16 @@ class Trainer:
                 log.info(f"memory: {self.memory_plan.describe()}")
                 self._emit("on_train_begin", self)
                 self.scheduler.attach(buffer)
-                for epoch in range(start_epoch, t.epochs):
+                last_epoch = t.epochs
+                if history and start_bucket == 0 and int(history[-1]["epoch"]) == start_epoch \
+                        and "eval" not in history[-1] and self.manifest is not None:
+                    # the run was stopped (killed) after the checkpoint of its last epoch but before
+                    # that epoch's validation: validate it now, as the undisturbed run did
+                    missed = EpochStats(start_epoch - 1)
+                    self._emit("on_resumed_epoch_end", missed)
+                    if self._record_eval(history[-1], missed, int(self.manifest["version"])):
+                        last_epoch = start_epoch  # early stopping: the undisturbed run stopped here
+                for epoch in range(start_epoch, last_epoch):
                     first = start_bucket if epoch == start_epoch else 0
                     stats = self._epoch(epoch, first, buffer, pool, context)
                     edges_total += stats.edges
@@ -321,13 +330,8 @@ class Trainer:
                     self.scheduler.after_checkpoint()
                     self._emit("on_epoch_end", stats)  # evaluates the checkpoint just written
                     epochs_done = epoch + 1
-                    if stats.eval:
-                        record["eval"] = stats.eval
-                        if version is not None:
-                            self._mark_best(version, epoch + 1, float(stats.eval["mrr"]))
-                            self.store.annotate(version, self._manifest_extra())
-                        if self._patience_exhausted():
-                            break
+                    if self._record_eval(record, stats, version):
+                        break
             finally:
                 if pool is not None:
                     pool.close()
@@ -346,6 +350,17 @@ class Trainer:
     def _manifest_extra(self) -> dict[str, Any]:
         """What every checkpoint's manifest carries besides the tables: the history, the best checkpoint."""
         return {"history": self.history} | ({"best": self.best} if self.best is not None else {})
+
+    def _record_eval(self, record: dict[str, Any], stats: EpochStats, version: int | None) -> bool:
+        """Keep an epoch's validation (if it had one) in its history record and the checkpoint `version`
+        written after it; True when early stopping's patience is exhausted."""
+        if not stats.eval:
+            return False
+        record["eval"] = stats.eval
+        if version is not None:
+            self._mark_best(version, stats.epoch + 1, float(stats.eval["mrr"]))
+            self.store.annotate(version, self._manifest_extra())
+        return self._patience_exhausted()
 
     def _mark_best(self, version: int, epoch: int, mrr: float) -> None:
         """Checkpoint `version` (after `epoch`) has validation MRR `mrr`: is it the best so far?"""
