@@ -4,7 +4,9 @@
 
 1. the fuzz tests with SHARDGRAPH_FUZZ_EXAMPLES examples per format, outcome classes collected;
 2. the corruption, untrusted-input and full-disk tests of tests/test_reliability.py;
-3. the kill -9 matrix (tests/faults/kill_matrix.py) over every long command.
+3. the kill -9 matrix (tests/faults/kill_matrix.py) over every long command;
+4. the soak (tests/faults/soak.py): about an hour of training killed every few minutes, beside an
+   undisturbed twin.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def main() -> int:
     parser.add_argument("--fuzz-examples", type=int, default=1000)
     parser.add_argument("--moments", type=int, default=20)
     parser.add_argument("--size", choices=["small", "large"], default="large")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: fuzz, reliability, kills")
+    parser.add_argument("--soak-epochs", type=int, default=100)
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: fuzz, reliability, kills, soak")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     result: dict[str, object] = {}
@@ -53,6 +56,12 @@ def main() -> int:
                                    "--size", args.size, "--report", report.name], cwd=REPO, text=True)
             result["kills"] = {"exit": proc.returncode, **json.loads(Path(report.name).read_text() or "{}")}
             print(f"kills: exit {proc.returncode}", flush=True)
+    if "soak" not in skip:
+        with tempfile.NamedTemporaryFile(suffix=".json") as report:
+            proc = subprocess.run([sys.executable, "-m", "tests.faults.soak", "--epochs", str(args.soak_epochs),
+                                   "--report", report.name], cwd=REPO, text=True)
+            result["soak"] = {"exit": proc.returncode, **json.loads(Path(report.name).read_text() or "{}")}
+            print(f"soak: exit {proc.returncode}", flush=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     return 0 if all(part.get("exit") == 0 for part in result.values() if isinstance(part, dict)) else 1
 
