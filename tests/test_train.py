@@ -157,6 +157,24 @@ def test_kill_9_then_resume_finishes(tmp_path: Path) -> None:
     assert leftovers == []
 
 
+def test_a_manifest_copy_half_written_by_a_killed_run_goes_at_the_next_checkpoint(tmp_path: Path) -> None:
+    """kill -9 while history/manifest.vN.json was written leaves .manifest.vN.json.tmp-PID-...; the
+    resumed run writes versions N+1... only, so the next checkpoint's clean-up must remove it (the kill
+    matrix found one left behind). A live process's temporary stays."""
+    dataset = kg_dataset(tmp_path, "nations")
+    run_dir = tmp_path / "run"
+    train(kg_config(dataset, "training.epochs=1"), run_dir=run_dir, progress=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    history = run_dir / "checkpoint" / "history"
+    stale = history / f".manifest.v3.json.tmp-{dead}-0123abcd"
+    live = history / f".manifest.v9.json.tmp-{os.getpid()}-0123abcd"
+    stale.write_text("{half")
+    live.write_text("{half")
+    train(kg_config(dataset, "training.epochs=2"), run_dir=run_dir, resume=True, progress=False)
+    assert not stale.exists() and live.exists()
+
+
 def test_kill_9_of_the_trainer_takes_its_workers_mid_task(tmp_path: Path) -> None:
     """Workers get SIGKILL with their trainer (PR_SET_PDEATHSIG), not at the end of their task: a
     bucket share of 750k edges keeps each worker busy for seconds, the kill lands inside it."""

@@ -31,7 +31,7 @@ import torch
 import xxhash
 
 from shardgraph.errors import CheckpointError
-from shardgraph.utils.atomic import atomic_file, atomic_write_text, disk_full_message
+from shardgraph.utils.atomic import atomic_file, atomic_write_text, disk_full_message, remove_stale_temporaries
 from shardgraph.utils.npy import payload_checksum
 from shardgraph.utils.paths import check_npy_size, member_path
 
@@ -373,6 +373,7 @@ class CheckpointStore:
                 keep_manifests.append(old)
             else:
                 old.unlink(missing_ok=True)
+        remove_stale_temporaries(self.root / "history")  # a killed writer's; that version is never written again
         referenced: set[str] = set()
         for path in keep_manifests:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import uuid
@@ -47,19 +48,28 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
 def remove_stale_siblings(path: Path) -> None:
     """Remove the temporary siblings of `path` (see `temp_sibling`) left by processes of this host
     that died without cleaning up (kill -9, power loss); those of live processes are left alone."""
+    _remove_stale(path.parent, f".{path.name}.")
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """`remove_stale_siblings` for every file of `directory`: temporaries whose final name will not be
+    written again (a versioned file: the next run writes the next version) are collected here."""
+    _remove_stale(directory, ".")
+
+
+_TEMPORARY = re.compile(r"\.(tmp|old)-(\d+)-[0-9a-f]{8}$")
+
+
+def _remove_stale(directory: Path, prefix: str) -> None:
     import psutil
 
-    prefix = f".{path.name}."
     try:
-        entries = list(path.parent.iterdir())
+        entries = list(directory.iterdir())
     except OSError:
         return
     for entry in entries:
-        tag, _, rest = entry.name[len(prefix):].partition("-")
-        if not entry.name.startswith(prefix) or tag not in ("tmp", "old"):
-            continue
-        pid = rest.split("-", 1)[0]
-        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+        found = _TEMPORARY.search(entry.name)
+        if not entry.name.startswith(prefix) or found is None or psutil.pid_exists(int(found.group(2))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
