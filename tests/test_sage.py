@@ -473,3 +473,21 @@ def test_multi_label_training_learns_every_label(multi_labelled: dict[str, Path]
         single = train_sage(sage_config(multi_labelled, "sage.epochs=5"), tmp_path / "single")
     assert "have several labels; only the first of each is learnt" in caplog.text
     assert not single.metrics["test"].get("multi_label")
+
+
+def test_top_k_labels_match_a_naive_ranking_and_keep_no_full_sort_alive() -> None:
+    """top_k against a per-row sort in Python (ties: the lower label first); its arrays must not be
+    views of the (n, C) argsort: predict-labels keeps one per chunk of nodes until the end."""
+    from shardgraph.gnn.predict import top_k
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((300, 40)).astype(np.float32)
+    probabilities[5, [3, 7]] = 2.0  # a tie at the top
+    labels, top_p = top_k(probabilities, 3)
+    for row in range(len(probabilities)):
+        naive = sorted(range(40), key=lambda c: (-float(probabilities[row, c]), c))[:3]
+        assert labels[row].tolist() == naive
+        np.testing.assert_array_equal(top_p[row], probabilities[row, naive])
+    assert labels[5, :2].tolist() == [3, 7]
+    for array in (labels, top_p):
+        assert array.base is None or array.base.nbytes == array.nbytes, "a view of a larger array"
