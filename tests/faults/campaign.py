@@ -33,8 +33,9 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="JSON file for the figures")
     parser.add_argument("--fuzz-examples", type=int, default=1000)
     parser.add_argument("--moments", type=int, default=20)
-    parser.add_argument("--size", choices=["small", "large"], default="large")
-    parser.add_argument("--soak-epochs", type=int, default=100)
+    parser.add_argument("--size", choices=["small", "large"], default="small",
+                        help="graph of the kill matrix: small (300 entities, 4k edges), large (20k, 300k)")
+    parser.add_argument("--soak-epochs", type=int, default=160)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: fuzz, reliability, kills, soak")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))

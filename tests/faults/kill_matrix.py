@@ -423,7 +423,8 @@ def main() -> int:
                                               "embed-new,torchrun-2")
     parser.add_argument("--moments", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=["small", "large"], default="large")
+    parser.add_argument("--size", choices=["small", "large"], default="small",
+                        help="small: 300 entities, 4k edges; large: 20k entities, 300k edges")
     parser.add_argument("--scratch", help="work directory (default: a temporary one, removed after)")
     parser.add_argument("--report", help="write the outcomes as JSON here")
     args = parser.parse_args()
