@@ -158,6 +158,40 @@ def test_losing_a_trainer_restarts_the_group_and_finishes(tmp_path: Path) -> Non
     assert abs(evaluate(tmp_path / "run")["mrr"] - evaluate(undisturbed.path)["mrr"]) < 0.05
 
 
+def test_trainers_die_with_a_killed_torchrun(tmp_path: Path) -> None:
+    """torchrun starts each trainer in a session of its own: a SIGKILL to torchrun's process group used
+    to leave both trainers waiting on the dead agent's store (found by the kill matrix)."""
+    import os
+    import signal
+
+    dataset = kg_dataset(tmp_path, "kinship", 4)
+    (tmp_path / "c.toml").write_text(dump_config(kg_config(dataset, "training.epochs=50")))
+    command = [*TORCHRUN, "--nnodes", "1", "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"127.0.0.1:{free_port()}", "-m", "shardgraph", "train", str(tmp_path / "c.toml"), "--out",
+               str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    trainers: list[psutil.Process] = []
+    while time.time() < deadline and proc.poll() is None and len(trainers) < 2:
+        trainers = []
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "shardgraph" in " ".join(child.cmdline()):
+                    trainers.append(child)
+            except psutil.Error:  # a short-lived helper process, gone already
+                continue
+        time.sleep(0.05)
+    assert len(trainers) == 2, "torchrun did not start its trainers"
+    time.sleep(1.0)  # still importing, or in the rendezvous
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(trainers, timeout=10)
+    for p in alive:
+        p.kill()
+    assert not alive, f"trainers outlived their killed torchrun: {[p.pid for p in alive]}"
+
+
 @pytest.mark.parametrize("world", [1])
 def test_distributed_flag_needs_torchrun(tmp_path: Path, world: int) -> None:
     dataset = kg_dataset(tmp_path, "nations", 1)

@@ -35,6 +35,7 @@ from shardgraph.training.callbacks import BucketStats
 from shardgraph.training.trainer import Run, Trainer, default_run_dir
 from shardgraph.training.worker import bucket_partitions
 from shardgraph.utils.lock import exclusive
+from shardgraph.utils.process import die_with_launcher
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
     if env is None:
         raise ConfigError("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): "
                           "launch with `torchrun --nproc-per-node K -m shardgraph train CONFIG ...`.")
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        die_with_launcher()  # `python -m shardgraph` did this already, before its imports
     if not isinstance(config, Config):
         config = load_config(config)
     if dataset is not None:

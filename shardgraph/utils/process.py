@@ -27,3 +27,21 @@ def die_with_parent(parent: int) -> bool:
     if os.getppid() != parent:  # died before the request took effect
         os._exit(1)
     return True
+
+
+def die_with_launcher() -> None:
+    """For a trainer that torchrun's agent started (its direct parent): SIGKILL when the agent dies, and
+    exit at once if it is gone already (the trainer was reparented to init, and init is no torch launcher).
+
+    The agent starts each trainer in a session of its own, so a SIGKILL to the agent's process group
+    misses the trainers, and it hosts the rendezvous store: without it a trainer waits on a dead store."""
+    parent = os.getppid()
+    if parent == 1:
+        try:
+            with open("/proc/1/cmdline", "rb") as f:
+                init = f.read()
+        except OSError:
+            init = b"torch"  # cannot tell: assume torchrun runs as PID 1 (a container)
+        if b"torch" not in init:
+            os._exit(1)
+    die_with_parent(parent)

@@ -319,19 +319,27 @@ def one_moment(command: Command, inputs: Path, work: Path, reference: Any, secon
         time.sleep(0.005 if at_checkpoint else 0.02)
     killed_at = time.monotonic() - started
     finished_first = proc.poll() is not None
+    descendants: list[psutil.Process] = []  # torchrun starts its trainers in sessions of their own
     if finished_first:
         killed_while = "(finished before the kill)"
     else:
+        with contextlib.suppress(psutil.Error):
+            descendants = psutil.Process(proc.pid).children(recursive=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     problems: list[str] = []
+    # a process the kill did not reach must die with its parent, within a few seconds
+    _, alive = psutil.wait_procs(descendants, timeout=5)
     time.sleep(0.2)
-    left = [p for p in session_processes(proc.pid) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = {p.pid: p for p in [*session_processes(proc.pid), *alive]
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}.values()
     if left:
         problems.append(f"processes left after the kill: {[p.pid for p in left]}")
         for p in left:
-            p.kill()
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    proc.communicate()  # the output pipes close once every process that held them is gone
     if command.checkpointed is not None and (work / command.checkpointed / "checkpoint/manifest.json").exists():
         sys.path.insert(0, str(REPO))
         from shardgraph.storage.checkpoint import CheckpointStore
