@@ -135,7 +135,6 @@ def main() -> None:
         run_dir = args.workdir / f"{name}_run"
         if args.reuse and (run_dir / "checkpoint" / "manifest.json").exists():
             return run_dir
-        shutil.rmtree(run_dir, ignore_errors=True)
         dataset = args.workdir / f"{name}_data"
         shardgraph.import_edges([write(args.workdir / f"{name}_train.tsv", train_edges)], dataset,
                                 valid=[write(args.workdir / f"{name}_valid.tsv",

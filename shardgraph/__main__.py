@@ -1,14 +1,11 @@
 """`python -m shardgraph ...` (also what `torchrun -m shardgraph train ...` runs)."""
 
-import os
+# a trainer of torchrun dies with its agent from the first moment (the imports below take seconds)
+from shardgraph.utils.process import die_with_launcher
 
-if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
-    # a trainer of torchrun: die with its agent, from the first moment (imports take seconds)
-    from shardgraph.utils.process import die_with_launcher
+die_with_launcher()
 
-    die_with_launcher()
-
-from shardgraph.cli import main
+from shardgraph.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

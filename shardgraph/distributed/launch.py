@@ -157,8 +157,7 @@ def train_distributed(config: Config | str | Path, *, dataset: str | Path | None
     if env is None:
         raise ConfigError("--distributed needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): "
                           "launch with `torchrun --nproc-per-node K -m shardgraph train CONFIG ...`.")
-    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
-        die_with_launcher()  # `python -m shardgraph` did this already, before its imports
+    die_with_launcher()  # `python -m shardgraph` did this already, before its imports; not Python callers
     if not isinstance(config, Config):
         config = load_config(config)
     if dataset is not None:

@@ -348,6 +348,11 @@ def _worker_main(rank: int, config_dict: dict[str, Any], dataset_path: str, shar
             conn.send(("error", rank, traceback.format_exc()))
 
 
+def _died(process: Any) -> TrainingError:
+    return TrainingError(f"worker {process.name} died (exit code {process.exitcode}); see the log above. "
+                         "Out of memory?")
+
+
 class WorkerPool:
     """Spawned worker processes that train the parts of a bucket in parallel (HOGWILD).
 
@@ -389,15 +394,13 @@ class WorkerPool:
             try:
                 messages.append(conn.recv())
             except (EOFError, OSError):
-                rank = self.conns.index(conn)
-                self.processes[rank].join(timeout=1.0)
-                raise TrainingError(f"worker {self.processes[rank].name} died (exit code "
-                                    f"{self.processes[rank].exitcode}); see the log above. Out of memory?") from None
+                process = self.processes[self.conns.index(conn)]
+                process.join(timeout=1.0)
+                raise _died(process) from None
         if not messages:
             dead = [p for p in self.processes if not p.is_alive()]
             if dead:
-                raise TrainingError(f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
-                                    "see the log above. Out of memory?")
+                raise _died(dead[0])
         return messages
 
     def run(self, tasks: list[BucketTask], progress: ProgressFn | None = None) -> list[TaskResult]:

@@ -34,7 +34,10 @@ def die_with_launcher() -> None:
     exit at once if it is gone already (the trainer was reparented to init, and init is no torch launcher).
 
     The agent starts each trainer in a session of its own, so a SIGKILL to the agent's process group
-    misses the trainers, and it hosts the rendezvous store: without it a trainer waits on a dead store."""
+    misses the trainers, and it hosts the rendezvous store: without it a trainer waits on a dead store.
+    Does nothing outside torchrun (no TORCHELASTIC_RUN_ID in the environment)."""
+    if os.environ.get("TORCHELASTIC_RUN_ID") is None:
+        return
     parent = os.getppid()
     if parent == 1:
         try:

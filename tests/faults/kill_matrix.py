@@ -297,6 +297,23 @@ def finish(command: Command, work: Path, argv: list[str], timeout: float) -> tup
     return proc.returncode, out, err
 
 
+def verify_checkpoint(run_dir: Path) -> str | None:
+    """None if the run's last complete checkpoint loads and verifies (or none exists yet), else the problem."""
+    if not (run_dir / "checkpoint/manifest.json").exists():
+        return None
+    from shardgraph.storage.checkpoint import CheckpointStore
+
+    try:
+        store = CheckpointStore(run_dir)
+        manifest = store.manifest()
+        if manifest is None:
+            return "no complete checkpoint"
+        store.verify(manifest)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def one_moment(command: Command, inputs: Path, work: Path, reference: Any, seconds: float, moment: int,
                rng: random.Random) -> Outcome:
     for name in command.inputs:
@@ -340,17 +357,10 @@ def one_moment(command: Command, inputs: Path, work: Path, reference: Any, secon
             with contextlib.suppress(psutil.Error):
                 p.kill()
     proc.communicate()  # the output pipes close once every process that held them is gone
-    if command.checkpointed is not None and (work / command.checkpointed / "checkpoint/manifest.json").exists():
-        sys.path.insert(0, str(REPO))
-        from shardgraph.storage.checkpoint import CheckpointStore
-
-        try:
-            store = CheckpointStore(work / command.checkpointed)
-            manifest = store.manifest()
-            assert manifest is not None
-            store.verify(manifest)
-        except Exception as exc:
-            problems.append(f"the previous checkpoint does not load: {exc}")
+    if command.checkpointed is not None:
+        damaged = verify_checkpoint(work / command.checkpointed)
+        if damaged:
+            problems.append(f"the previous checkpoint does not load: {damaged}")
     rc, out, err = finish(command, work, command.rerun(work), timeout=10 * seconds + 120)
     if rc != 0:
         problems.append(f"the rerun failed (exit {rc}): {err.strip()[-500:]}")

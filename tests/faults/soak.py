@@ -45,22 +45,23 @@ from typing import Any
 
 import psutil
 
-from tests.faults.kill_matrix import checkpoint_writing, leaked_shm, session_processes, shm_entries, temp_files
+from tests.faults.kill_matrix import (
+    checkpoint_writing,
+    leaked_shm,
+    params,
+    session_processes,
+    shm_entries,
+    temp_files,
+    verify_checkpoint,
+)
+from tests.faults.kill_matrix import (
+    run as shardgraph_command,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARDGRAPH = [sys.executable, "-m", "shardgraph"]
 SETTINGS = ["storage.buffer_partitions=2", "training.workers=2", "training.checkpoint_every_buckets=4",
             "training.eval_every=1", "training.eval_negatives=1000", "eval.filtered=false", "eval.max_edges=2000"]
-
-
-def params(overrides: list[str]) -> list[str]:
-    return [arg for override in overrides for arg in ("-p", override)]
-
-
-def shardgraph(argv: list[str]) -> None:
-    proc = subprocess.run([*SHARDGRAPH, *argv], cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"shardgraph {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
 
 
 def prepare(work: Path, nodes: int, edges: int) -> Path:
@@ -71,7 +72,7 @@ def prepare(work: Path, nodes: int, edges: int) -> Path:
     dataset = work / "ds"
     if not (dataset / "manifest.json").exists():
         graph = generated_graph(work, nodes, edges, holdout=0.01)
-        shardgraph(["import", str(graph["train"]), "--valid", str(graph["test"]), "--out", str(dataset),
+        shardgraph_command(["import", str(graph["train"]), "--valid", str(graph["test"]), "--out", str(dataset),
                     "--partitions", "4", "--no-progress", "--overwrite"])
     return dataset
 
@@ -132,23 +133,6 @@ def launch(argv: list[str], log: Path) -> subprocess.Popen[str]:
     with open(log, "a") as out:
         return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-
-
-def verify_checkpoint(run_dir: Path) -> str | None:
-    """None if the last complete checkpoint loads and verifies (or none exists yet), else the problem."""
-    if not (run_dir / "checkpoint/manifest.json").exists():
-        return None
-    from shardgraph.storage.checkpoint import CheckpointStore
-
-    try:
-        store = CheckpointStore(run_dir)
-        manifest = store.manifest()
-        if manifest is None:
-            return "no complete checkpoint"
-        store.verify(manifest)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def validation_mrr(run_dir: Path) -> dict[int, float]:
