@@ -186,3 +186,43 @@ int sg_random_walks(const int64_t *indptr, const void *indices, int indices_64, 
     }
     return 0;
 }
+
+/* Skip-gram pairs of a block of walks (n_walks, walk_length), -1 after each walk's end: for every
+ * position i of a walk, reach r_i = window, or with `shrink` (word2vec's shrunk window) drawn uniformly
+ * from 1..window, and the pairs (centre walk[i], context walk[i + d]) for 0 < d <= r_i, with `both` also
+ * (walk[i], walk[i - d]). The draws come from one stream per walk, seeded from (seed, walk index).
+ * Written as int64 centre[k] / context[k], or where `rows` is not NULL as int32 edge rows
+ * (centre, 0, context) (a dataset's bucket rows, for a graph of one type and partition). The output
+ * has room for sum(lengths) * window * (both ? 2 : 1) pairs. Returns the pair count. */
+int64_t sg_window_pairs(const int64_t *walks, const int64_t *lengths, int64_t n_walks, int64_t walk_length,
+                        int64_t window, int shrink, int both, uint64_t seed, int64_t *centre, int64_t *context,
+                        int32_t *rows) {
+    int64_t count = 0;
+#define EMIT(a, b)                                                                                           \
+    do {                                                                                                     \
+        if (rows) {                                                                                          \
+            rows[3 * count] = (int32_t)(a), rows[3 * count + 1] = 0, rows[3 * count + 2] = (int32_t)(b);     \
+        } else {                                                                                             \
+            centre[count] = (a), context[count] = (b);                                                       \
+        }                                                                                                    \
+        count++;                                                                                             \
+    } while (0)
+    for (int64_t w = 0; w < n_walks; w++) {
+        const int64_t *walk = walks + w * walk_length, length = lengths[w];
+        uint64_t state = seed ^ ((uint64_t)w * 0x9E3779B97F4A7C15ULL);
+        splitmix64(&state);
+        for (int64_t i = 0; i < length; i++) {
+            const int64_t reach = shrink ? 1 + below(&state, window) : window;
+            const int64_t ahead = i + reach < length - 1 ? reach : length - 1 - i;
+            for (int64_t d = 1; d <= ahead; d++)
+                EMIT(walk[i], walk[i + d]);
+            if (both) {
+                const int64_t behind = reach < i ? reach : i;
+                for (int64_t d = 1; d <= behind; d++)
+                    EMIT(walk[i], walk[i - d]);
+            }
+        }
+    }
+#undef EMIT
+    return count;
+}

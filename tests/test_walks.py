@@ -233,18 +233,35 @@ def test_window_pairs_are_the_expected_multiset() -> None:
     assert got == naive_pairs(walk, [2] * 6) + naive_pairs([4, 1, 4], [2] * 3)
 
 
-def test_shrunk_window_draws_a_window_per_centre() -> None:
-    rng = np.random.default_rng(3)
-    walks = rng.integers(0, 1000, size=(200, 30))
+@pytest.mark.parametrize("compiled", [True, False])
+def test_shrunk_window_draws_a_window_per_centre(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every centre draws one reach r in 1..window and pairs with exactly the nodes within r of it, on both
+    sides; the reaches are uniform. Every node occurs once, so a pair tells the positions it joins."""
+    from shardgraph.walks import skipgram
+
+    if compiled:
+        require_built("shardgraph._walks", skipgram.walk_kernels() is not None)
+    else:
+        monkeypatch.setattr(skipgram, "walk_kernels", lambda: None)
+    walks = np.arange(200 * 30).reshape(200, 30)
     lengths = np.full(200, 30)
+    lengths[:50] = 17  # shorter walks: the windows stop at the ends
+    walks[:50, 17:] = -1
     centre, context = window_pairs(walks, lengths, 5, True, np.random.default_rng(1))
-    # the same draw of windows, made the naive way
-    reach = np.random.default_rng(1).integers(1, 6, size=(200, 30), dtype=np.int16)
-    expected: collections.Counter[tuple[int, int]] = collections.Counter()
-    for walk, walk_reach in zip(walks.tolist(), reach.tolist(), strict=True):
-        expected += naive_pairs(walk, walk_reach)
-    assert collections.Counter(zip(centre.tolist(), context.tolist(), strict=True)) == expected
-    assert 200 * 30 * 2 < len(centre) < 200 * 30 * 10  # on average 2 * 3 contexts per centre
+    contexts: dict[int, set[int]] = collections.defaultdict(set)
+    for c, x in zip(centre.tolist(), context.tolist(), strict=True):
+        contexts[c].add(x)
+    reaches = []
+    for w in range(200):
+        for i in range(int(lengths[w])):
+            got = contexts[int(walks[w, i])]
+            reach = max(abs(x - int(walks[w, i])) for x in got)
+            expected = {int(walks[w, j]) for j in range(max(0, i - reach), min(int(lengths[w]), i + reach + 1)) if j != i}
+            assert got == expected
+            if min(i, int(lengths[w]) - 1 - i) >= 5:  # no end within the window: the draw itself
+                reaches.append(reach)
+    counts = np.bincount(reaches, minlength=6)[1:]
+    assert len(counts) == 5 and counts.min() > 0.8 * len(reaches) / 5 and counts.max() < 1.2 * len(reaches) / 5
 
 
 def test_label_files_with_bad_lines_name_file_and_line(tmp_path: Path) -> None:

@@ -210,7 +210,7 @@ def bucket_partitions(model: Model, lhs: int, rhs: int) -> list[PartitionKey]:
 def iter_batches(edges: Tensor, group_of_relation: Tensor, single_group: bool, batch_size: int,
                  generator: torch.Generator) -> Iterator[Tensor]:
     """Batches (b, 3) of shuffled edges; every batch holds one group, batches of groups interleaved."""
-    edges = edges[torch.randperm(edges.shape[0], generator=generator)]
+    edges = edges.index_select(0, torch.randperm(edges.shape[0], generator=generator))
     if single_group:
         yield from edges.split(batch_size)
         return
@@ -291,11 +291,13 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     self_loops = bucket_self_loops(context, edges_file, task.path) if config.self_negatives else None
     chunks = share_chunks(task, config.edge_chunk_size)
     for chunk_index in rng.permutation(len(chunks)):
-        block = torch.from_numpy(read_chunk(edges_file, chunks[chunk_index]).astype(np.int64))
+        # kept in the file's int32 until each batch: widening the whole chunk at once costs fresh pages
+        block = torch.from_numpy(read_chunk(edges_file, chunks[chunk_index]))
         if context.device.type != "cpu":
             block = block.to(context.device)
         for batch in iter_batches(block, context.group_of_relation, context.single_group, config.batch_size,
                                   generator):
+            batch = batch.long()
             rel = model.relations[int(batch[0, 1])]
             lhs_table, rhs_table = tables[(rel.lhs, rel.rhs)]
             loss_sum += context.step.train_batch(lhs_table, rhs_table, batch[:, 0], batch[:, 1], batch[:, 2],

@@ -43,4 +43,7 @@ def kernels() -> ctypes.CDLL | None:
     library.count_rank_block.restype = None
     library.collapse_blanks.argtypes = [pointer, i64, pointer]
     library.collapse_blanks.restype = i64
+    library.dot_step_f32.argtypes = [pointer, pointer, pointer, pointer, i64, i64, pointer, pointer, i64, i64, i64,
+                                     i64, pointer, pointer, i64, i64, f32, f32]
+    library.dot_step_f32.restype = ctypes.c_double
     return library

@@ -30,7 +30,8 @@ from shardgraph.data.dataset import EDGE_DTYPE, MANIFEST, Dataset
 from shardgraph.data.importer import _Buckets
 from shardgraph.errors import ConfigError
 from shardgraph.utils.atomic import atomic_directory
-from shardgraph.walks.skipgram import keep_probabilities, subsample, window_pairs
+from shardgraph.walks.kernels import walk_kernels
+from shardgraph.walks.skipgram import keep_probabilities, subsample, window_pairs, window_rows
 from shardgraph.walks.walker import Metapath, RelationEnds, WalkBlock, Walker, WalkGraph, parse_metapath
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
         buckets = _Buckets(root, "train", num_partitions, ())
         bar = tqdm(total=total_walks, unit=" walks", unit_scale=True, disable=None if progress else True,
                    desc=f"{w.method} walks", mininterval=0.5)
+        direct = num_types == 1 and num_partitions == 1 and walk_kernels() is not None
+        row_buffer: np.ndarray | None = None
         block_started = time.perf_counter()
         for block_index, block in enumerate(walker.blocks(w.walks_per_node)):
             walk_seconds += time.perf_counter() - block_started
@@ -141,19 +144,26 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
             if keep is not None:
                 block = WalkBlock(*subsample(block.walks, block.lengths, keep, rng))
             # one edge per pair of positions: the trainer learns both directions of every edge (dynamic relations)
-            centre, context = window_pairs(block.walks, block.lengths, w.window, w.shrink_window, rng,
-                                           both_directions=False)
-            lhs_type, lhs_global = _entity_of(offsets, centre, num_types)
-            rhs_type, rhs_global = _entity_of(offsets, context, num_types)
-            lhs_part, lhs_local = _partition_of(type_info, lhs_type, lhs_global)
-            rhs_part, rhs_local = _partition_of(type_info, rhs_type, rhs_global)
-            rows = np.empty((len(centre), 3), dtype=EDGE_DTYPE)
-            rows[:, 0] = lhs_local
-            rows[:, 1] = lhs_type * num_types + rhs_type if num_types > 1 else 0
-            rows[:, 2] = rhs_local
-            buckets.append(lhs_part, rhs_part, rows, {})
-            per_relation += np.bincount(rows[:, 1], minlength=len(relations))
-            pairs_total += len(centre)
+            if direct:  # one type, one partition: the compiled walker writes the bucket rows themselves
+                if row_buffer is None:  # room for the pairs of any block, reused
+                    row_buffer = np.empty((w.block_walks * w.walk_length * w.window, 3), dtype=EDGE_DTYPE)
+                rows = window_rows(block.walks, block.lengths, w.window, w.shrink_window, rng, False, row_buffer)
+                buckets.append(np.zeros(0, np.int64), np.zeros(0, np.int64), rows, {})
+                per_relation[0] += len(rows)
+            else:
+                centre, context = window_pairs(block.walks, block.lengths, w.window, w.shrink_window, rng,
+                                               both_directions=False)
+                lhs_type, lhs_global = _entity_of(offsets, centre, num_types)
+                rhs_type, rhs_global = _entity_of(offsets, context, num_types)
+                lhs_part, lhs_local = _partition_of(type_info, lhs_type, lhs_global)
+                rhs_part, rhs_local = _partition_of(type_info, rhs_type, rhs_global)
+                rows = np.empty((len(centre), 3), dtype=EDGE_DTYPE)
+                rows[:, 0] = lhs_local
+                rows[:, 1] = lhs_type * num_types + rhs_type if num_types > 1 else 0
+                rows[:, 2] = rhs_local
+                buckets.append(lhs_part, rhs_part, rows, {})
+                per_relation += np.bincount(rows[:, 1], minlength=len(relations))
+            pairs_total += len(rows)
             bar.update(len(block.lengths))
             bar.set_postfix_str(f"{pairs_total:,} pairs", refresh=False)
             block_started = time.perf_counter()
@@ -223,6 +233,8 @@ def _entity_of(type_offsets: np.ndarray, nodes: np.ndarray, num_types: int) -> t
 def _partition_of(type_info: list[Any], types: np.ndarray, global_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(partition, local id) of global ids of the given types (global = offsets[partition] + local)."""
     partitions = np.zeros(len(global_ids), dtype=np.int64)
+    if all(info.partitions == 1 for info in type_info):
+        return partitions, global_ids
     local = np.asarray(global_ids, dtype=np.int64).copy()
     for t, info in enumerate(type_info):
         if info.partitions == 1:

@@ -24,4 +24,7 @@ def walk_kernels() -> ctypes.CDLL | None:
         ctypes.c_uint64, i64, pointer, pointer, pointer, pointer, pointer, ctypes.c_int,
     ]
     library.sg_random_walks.restype = ctypes.c_int
+    library.sg_window_pairs.argtypes = [pointer, pointer, i64, i64, i64, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
+                                        pointer, pointer, pointer]
+    library.sg_window_pairs.restype = i64
     return library

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from shardgraph.walks.kernels import walk_kernels
+
 
 def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bool,
                  rng: np.random.Generator, both_directions: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -13,9 +15,19 @@ def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bo
     or with `shrink` (word2vec) w_i drawn uniformly from 1..window for every centre. Without
     `both_directions`, only the contexts after their centre (j > i) are kept: for a trainer that
     learns both directions of every edge this is the same objective in expectation, at half the edges.
+    The compiled walker draws the windows from its own stream (seeded from `rng`): the same pairs
+    for the same seed, not the same as the numpy fallback's.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1. Got {window} instead.")
+    library = walk_kernels()
+    if library is not None:
+        walks, lengths, room = _pair_room(walks, lengths, window, both_directions)
+        centre, context = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.int64)
+        count = library.sg_window_pairs(walks.ctypes.data, lengths.ctypes.data, walks.shape[0], walks.shape[1],
+                                        window, int(shrink), int(both_directions), int(rng.integers(2**63)),
+                                        centre.ctypes.data, context.ctypes.data, None)
+        return centre[:count], context[:count]
     batch, length = walks.shape
     if shrink:
         reach = rng.integers(1, window + 1, size=(batch, length), dtype=np.int16)
@@ -38,6 +50,28 @@ def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bo
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy()
     return np.concatenate(centres), np.concatenate(contexts)
+
+
+def window_rows(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bool, rng: np.random.Generator,
+                both_directions: bool, out: np.ndarray | None) -> np.ndarray:
+    """window_pairs written straight into edge rows (centre, 0, context) (M, 3) int32, for a graph of one
+    entity type and partition; `out` (reused between blocks) is used where it has room. Needs the
+    compiled walker (see walk_kernels)."""
+    library = walk_kernels()
+    assert library is not None
+    walks, lengths, room = _pair_room(walks, lengths, window, both_directions)
+    rows = out if out is not None and len(out) >= room else np.empty((room, 3), dtype=np.int32)
+    count = library.sg_window_pairs(walks.ctypes.data, lengths.ctypes.data, walks.shape[0], walks.shape[1], window,
+                                    int(shrink), int(both_directions), int(rng.integers(2**63)), None, None,
+                                    rows.ctypes.data)
+    return rows[:count]
+
+
+def _pair_room(walks: np.ndarray, lengths: np.ndarray, window: int,
+               both_directions: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    walks = np.ascontiguousarray(walks, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    return walks, lengths, int(lengths.sum()) * window * (2 if both_directions else 1)
 
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:

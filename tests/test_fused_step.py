@@ -1,0 +1,124 @@
+"""The fused compiled step of dot-product models (dot_step_f32) against a naive reference: each chunk's
+loss with autograd on one leaf per occurrence, then row-wise Adagrad one occurrence at a time."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shardgraph.data.dataset import Dataset
+from shardgraph.model.model import Model
+from shardgraph.training.step import BatchStep, Table
+from tests.conftest import require_kernels
+from tests.test_scoring import ENTITIES, make_config, naive_loss, tiny_dataset  # noqa: F401 (a fixture)
+
+DIM = 6
+LR = 0.3
+
+
+def naive_chunk(left: torch.Tensor, right: torch.Tensor, left_state: torch.Tensor, right_state: torch.Tensor,
+                lhs: list[int], rhs: list[int], lneg: list[int], rneg: list[int], batch: bool, loss: str,
+                margin: float) -> float:
+    """One chunk: loss of both directions, gradients per occurrence, Adagrad per occurrence (in place)."""
+    l_rows = [left[i].clone().requires_grad_() for i in lhs]
+    r_rows = [right[i].clone().requires_grad_() for i in rhs]
+    ln_rows = [left[i].clone().requires_grad_() for i in lneg]
+    rn_rows = [right[i].clone().requires_grad_() for i in rneg]
+    total = torch.zeros(())
+    for i in range(len(lhs)):
+        # predict rhs: query lhs_i, candidates the chunk's rhs (batch) and the rhs negatives
+        cands = ([(rhs[j], r_rows[j]) for j in range(len(rhs))] if batch else []) + list(zip(rneg, rn_rows))
+        neg = [torch.dot(l_rows[i], v) for e, v in cands if e != rhs[i]]
+        total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]), torch.stack(neg), margin)
+        # predict lhs: query rhs_i, candidates the chunk's lhs and the lhs negatives
+        cands = ([(lhs[j], l_rows[j]) for j in range(len(lhs))] if batch else []) + list(zip(lneg, ln_rows))
+        neg = [torch.dot(v, r_rows[i]) for e, v in cands if e != lhs[i]]
+        total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]), torch.stack(neg), margin)
+    total.backward()
+    for table, state, ids, rows in ((left, left_state, lhs, l_rows), (right, right_state, rhs, r_rows),
+                                    (left, left_state, lneg, ln_rows), (right, right_state, rneg, rn_rows)):
+        for row, leaf in zip(ids, rows):
+            g = leaf.grad if leaf.grad is not None else torch.zeros(DIM)
+            if not bool((g != 0).any()):
+                continue
+            state[row] += float((g * g).mean())
+            table[row] -= LR / (math.sqrt(float(state[row])) + 1e-10) * g
+    return total.item()
+
+
+@pytest.mark.parametrize(("loss", "batch", "uniform", "two_tables", "scale"), [
+    ("softmax", True, 4, False, 1.0), ("logistic", True, 4, False, 1.0), ("ranking", True, 4, False, 1.0),
+    ("logistic", True, 0, False, 1.0), ("softmax", False, 3, False, 1.0), ("logistic", False, 3, True, 1.0),
+    ("softmax", True, 2, True, 1.0),
+    # scores hundreds apart: one shift of the whole chunk would underflow some rows' sums (softmax then
+    # takes one row at a time); the logistic loss saturates
+    ("softmax", True, 4, False, 15.0), ("logistic", True, 4, True, 15.0),
+])
+def test_fused_step_equals_naive(tiny_dataset: Path, loss: str, batch: bool, uniform: int,  # noqa: F811
+                                 two_tables: bool, scale: float) -> None:
+    require_kernels()
+    chunk = 3
+    config = make_config("none", "dot", True, loss, num_batch_negs=chunk if batch else 0, num_uniform_negs=uniform,
+                         lr=LR)
+    config = config.replace(model=type(config.model)(**{**config.model.__dict__, "dimension": DIM}))
+    model = Model(config, Dataset(tiny_dataset))
+    step = BatchStep(model, config.training, {}, {})
+    assert step.fused
+    init = torch.Generator().manual_seed(5)
+    left = Table(scale * torch.randn(ENTITIES, DIM, generator=init), torch.rand(ENTITIES, generator=init), ENTITIES)
+    right = Table(scale * torch.randn(ENTITIES, DIM, generator=init), torch.rand(ENTITIES, generator=init),
+                  ENTITIES) if two_tables else left
+    # a repeated rhs (4) and lhs (3) within a chunk, a self-loop (9, 9), a last chunk of 2
+    lhs = [0, 1, 3, 3, 9, 5, 2, 11]
+    rhs = [4, 4, 7, 8, 9, 1, 10, 2]
+    batch_ids = torch.tensor([[lhs[i], 0, rhs[i]] for i in range(len(lhs))])
+    n = len(lhs)
+    size = chunk if batch else n
+    chunks = -(-n // size)
+    draws = torch.Generator().manual_seed(11)
+    lneg = torch.randint(ENTITIES, (chunks, uniform), generator=draws)
+    rneg = torch.randint(ENTITIES, (chunks, uniform), generator=draws)
+    if uniform:
+        lneg[0, 0], rneg[0, 0] = lhs[0], rhs[0]  # a negative that is the positive: not a negative of that edge
+
+    expected_left, expected_right = left.embeddings.clone(), right.embeddings.clone()
+    expected_ls, expected_rs = left.state.clone(), right.state.clone()
+    if not two_tables:
+        expected_right, expected_rs = expected_left, expected_ls
+    expected_loss = 0.0
+    for c in range(chunks):
+        rows = slice(c * size, min(n, (c + 1) * size))
+        expected_loss += naive_chunk(expected_left, expected_right, expected_ls, expected_rs, lhs[rows], rhs[rows],
+                                     lneg[c].tolist(), rneg[c].tolist(), batch, loss, config.model.margin)
+
+    generator = torch.Generator().manual_seed(11)  # the step draws the same negatives: lhs side, then rhs
+    original = step._negatives
+    fixed = iter([lneg, rneg])
+    step._negatives = lambda table, count, gen: (next(fixed), original(table, count, gen))[0]  # type: ignore
+    got = step.train_batch(left, right, batch_ids[:, 0], batch_ids[:, 1], batch_ids[:, 2], generator)
+    assert got == pytest.approx(expected_loss, rel=1e-5, abs=1e-5)
+    torch.testing.assert_close(left.embeddings, expected_left, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(left.state, expected_ls, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(right.embeddings, expected_right, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(right.state, expected_rs, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_step_is_used_only_where_it_applies(tiny_dataset: Path) -> None:  # noqa: F811
+    """Anything the kernel does not compute (an operator, another comparator, own negatives, a bias) keeps the
+    torch step."""
+    dataset = Dataset(tiny_dataset)
+
+    def fused(operator: str = "none", comparator: str = "dot", **training: object) -> bool:
+        config = make_config(operator, comparator, True, "softmax", **training)
+        return BatchStep(Model(config, dataset), config.training, {}, {}).fused
+
+    from shardgraph.utils.kernels import kernels
+    assert fused() == (kernels() is not None)
+    assert not fused("diagonal")
+    assert not fused(comparator="cos")
+    assert not fused(self_negatives=True)
+    assert not fused(sampling_correction=True)
+    assert not fused(all_negs=True)
