@@ -259,7 +259,7 @@ static inline void store8(float *p, v8sf v) { *(v8sf_u *)p = v; }
 static inline float sum8(v8sf v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
 static inline void prefetch_row(const float *row, int64_t dim) {
-    for (int64_t k = 0; k < dim; k += 16) /* 64-byte lines */
+    for (int64_t k = 0; k < dim; k += 64) /* every fourth 64-byte line: the hardware fetches its neighbours */
         __builtin_prefetch(row + k);
 }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shardgraph.config import load_config
 from shardgraph.data.dataset import Dataset
 from shardgraph.model.model import Model
 from shardgraph.training.step import BatchStep, Table
@@ -30,17 +31,19 @@ def naive_chunk(left: torch.Tensor, right: torch.Tensor, left_state: torch.Tenso
     total = torch.zeros(())
     for i in range(len(lhs)):
         # predict rhs: query lhs_i, candidates the chunk's rhs (batch) and the rhs negatives
-        cands = ([(rhs[j], r_rows[j]) for j in range(len(rhs))] if batch else []) + list(zip(rneg, rn_rows))
+        batch_r = [(rhs[j], r_rows[j]) for j in range(len(rhs))] if batch else []
+        cands = batch_r + list(zip(rneg, rn_rows, strict=True))
         neg = [torch.dot(l_rows[i], v) for e, v in cands if e != rhs[i]]
         total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]), torch.stack(neg), margin)
         # predict lhs: query rhs_i, candidates the chunk's lhs and the lhs negatives
-        cands = ([(lhs[j], l_rows[j]) for j in range(len(lhs))] if batch else []) + list(zip(lneg, ln_rows))
+        batch_l = [(lhs[j], l_rows[j]) for j in range(len(lhs))] if batch else []
+        cands = batch_l + list(zip(lneg, ln_rows, strict=True))
         neg = [torch.dot(v, r_rows[i]) for e, v in cands if e != lhs[i]]
         total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]), torch.stack(neg), margin)
     total.backward()
     for table, state, ids, rows in ((left, left_state, lhs, l_rows), (right, right_state, rhs, r_rows),
                                     (left, left_state, lneg, ln_rows), (right, right_state, rneg, rn_rows)):
-        for row, leaf in zip(ids, rows):
+        for row, leaf in zip(ids, rows, strict=True):
             g = leaf.grad if leaf.grad is not None else torch.zeros(DIM)
             if not bool((g != 0).any()):
                 continue
@@ -122,3 +125,75 @@ def test_fused_step_is_used_only_where_it_applies(tiny_dataset: Path) -> None:  
     assert not fused(self_negatives=True)
     assert not fused(sampling_correction=True)
     assert not fused(all_negs=True)
+
+
+# ----------------------------------------------------------------------------- worker threads
+
+
+def test_dot_product_workers_are_threads_and_learn_as_processes_would(tmp_path: Path) -> None:
+    """With the fused step, workers > 1 train in threads of the trainer (no worker process is started), and
+    the embeddings classify the planted communities as well as a single worker's."""
+    import threading
+
+    import psutil
+
+    from shardgraph.data.importer import import_edges
+    from shardgraph.training.callbacks import Callback
+    from shardgraph.training.trainer import train
+    from shardgraph.walks.classify import evaluate_nodes
+    from tests.test_walks import planted_communities
+
+    require_kernels()
+    edges, labels = planted_communities(tmp_path)
+    import_edges([edges], tmp_path / "planted", progress=False)
+    seen: dict[str, int] = {"threads": 0, "children": 0}
+
+    class Watch(Callback):  # after each bucket: the pool's threads are still there, idle
+        def on_bucket_end(self, stats: object) -> None:
+            names = [t.name for t in threading.enumerate()]
+            seen["threads"] = max(seen["threads"], sum(n.startswith("shardgraph-worker") for n in names))
+            seen["children"] = max(seen["children"], len(psutil.Process().children(recursive=True)))
+
+    scores = {}
+    for workers in (1, 2):
+        config = load_config(Path(__file__).parent.parent / "configs" / "deepwalk.toml", [
+            f"data.dataset={tmp_path / 'planted'}", "walks.walks_per_node=4", "walks.walk_length=20",
+            "walks.window=4", "model.dimension=16", "training.epochs=3", f"training.workers={workers}",
+            "training.batch_size=500", "training.edge_chunk_size=4000"])
+        run = train(config, run_dir=tmp_path / f"run{workers}", progress=False, callbacks=[Watch()])
+        scores[workers] = evaluate_nodes(run.path, labels, train_fractions=[0.5], repeats=3)["results"][0]["micro_f1"]
+    assert seen["threads"] == 2 and seen["children"] == 0
+    assert scores[2] > 0.8 and abs(scores[2] - scores[1]) < 0.1, scores
+
+
+def test_a_failing_worker_thread_stops_the_others_and_names_the_error(tiny_dataset: Path,  # noqa: F811
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread raising: run() raises TrainingError with its error, after the other thread, which would train
+    for ever, stopped at its next batch."""
+    import time
+
+    from shardgraph.errors import TrainingError
+    from shardgraph.storage.buffer import SharedTables
+    from shardgraph.training import worker
+    from shardgraph.training.worker import BucketTask, ThreadPool
+
+    def fake_train_task(context: object, task: BucketTask, report: object) -> worker.TaskResult:
+        if task.rank == 1:
+            time.sleep(0.2)
+            raise ValueError("disk on fire")
+        done = 0
+        while True:  # stopped only by the pool
+            done += 1
+            report(done)  # type: ignore[operator]
+            time.sleep(0.01)
+
+    config = make_config("none", "dot", True, "softmax")
+    monkeypatch.setattr(worker, "TrainingContext", lambda *args, **kwargs: object())
+    monkeypatch.setattr(worker, "train_task", fake_train_task)
+    pool = ThreadPool(2, config, Dataset(tiny_dataset), SharedTables.__new__(SharedTables))
+    tasks = [BucketTask(0, 0, 0, "", 10, {}, 0, rank=r, shares=2) for r in range(2)]
+    started = time.perf_counter()
+    with pytest.raises(TrainingError, match="disk on fire"):
+        pool.run(tasks)
+    assert time.perf_counter() - started < 5
+    pool.close()

@@ -412,3 +412,43 @@ def test_entity_name_array_equals_the_text_dictionary(tmp_path: Path) -> None:
         assert array.to_pylist() == ds.entity_names("entity", p)
     assert "日本" in ds.entity_name_array("entity", 0).to_pylist() + ds.entity_name_array("entity", 1).to_pylist() \
         + ds.entity_name_array("entity", 2).to_pylist()
+
+
+@pytest.mark.parametrize(("row", "column", "value", "bad"), [
+    (0, 2, 1, False),  # buys u -> item 1: in range
+    (0, 2, 2, True),   # buys u -> item 2: only 2 items (a user id that high would be fine)
+    (1, 2, 2, False),  # follows u -> user 2: 3 users
+    (1, 0, -1, True),  # a negative id
+    (2, 1, 2, True),   # relation 2: there are two
+    (1, 0, 3, True),   # user 3 of 3
+])
+def test_a_bucket_naming_an_entity_the_dataset_lacks_is_refused(tmp_path: Path, row: int, column: int, value: int,
+                                                                bad: bool) -> None:
+    """Ids outside their type's range (per relation), negative ids and unknown relations never reach the
+    training kernels, which index tables with them; the checksum is made to match, as a faulty writer would."""
+    from shardgraph.errors import DatasetError
+    from shardgraph.utils.npy import payload_checksum
+
+    config = tmp_path / "c.toml"
+    config.write_text('[entities.user]\n[entities.item]\n[[relations]]\nname = "buys"\nlhs = "user"\nrhs = "item"\n'
+                      '[[relations]]\nname = "follows"\nlhs = "user"\nrhs = "user"\n')
+    edges = write_lines(tmp_path / "g.tsv", ["u1\tbuys\tx", "u2\tfollows\tu1", "u3\tbuys\ty", "u3\tfollows\tu2"])
+    import_edges([edges], tmp_path / "ds", config=config, progress=False)
+    manifest_path = tmp_path / "ds" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    bucket = manifest["splits"]["train"]["buckets"][0]
+    array = np.load(tmp_path / "ds" / bucket["file"], mmap_mode="r+")
+    rows = {int(r): int(np.flatnonzero(array[:, 1] == r)[0]) for r in (0, 1)}  # the first edge of each relation
+    rows[2] = rows[0]
+    target = rows[row] if row < 2 else rows[2]
+    array[target, column] = value
+    array.flush()
+    bucket["xxh3"] = payload_checksum(np.asarray(array))
+    manifest_path.write_text(json.dumps(manifest))
+    dataset = Dataset(tmp_path / "ds")
+    info = dataset.buckets("train")[0]
+    if bad:
+        with pytest.raises(DatasetError, match=rf"row {target}: edge .* names an entity or relation"):
+            dataset.bucket_path(info)
+    else:
+        assert dataset.bucket_path(info).exists()

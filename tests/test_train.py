@@ -184,8 +184,9 @@ def test_kill_9_of_the_trainer_takes_its_workers_mid_task(tmp_path: Path) -> Non
     edges = rng.integers(0, 5000, size=(1_500_000, 2))
     write_lines(tmp_path / "g.tsv", [f"n{a}\tr\tn{b}" for a, b in edges.tolist()])
     import_edges([tmp_path / "g.tsv"], tmp_path / "ds", progress=False)
+    # cos: not the fused dot-product step, so the workers are processes (with it they are threads)
     config = load_config(None, [f"data.dataset={tmp_path / 'ds'}", "training.workers=2", "training.epochs=50",
-                                "model.dimension=200", "training.eval_every=0"])
+                                "model.dimension=200", "training.eval_every=0", "model.comparator=cos"])
     proc = subprocess.Popen(_train_command(_write_config(tmp_path / "c.toml", config), tmp_path / "run"),
                             cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

@@ -256,7 +256,8 @@ def test_shrunk_window_draws_a_window_per_centre(compiled: bool, monkeypatch: py
         for i in range(int(lengths[w])):
             got = contexts[int(walks[w, i])]
             reach = max(abs(x - int(walks[w, i])) for x in got)
-            expected = {int(walks[w, j]) for j in range(max(0, i - reach), min(int(lengths[w]), i + reach + 1)) if j != i}
+            window = range(max(0, i - reach), min(int(lengths[w]), i + reach + 1))
+            expected = {int(walks[w, j]) for j in window if j != i}
             assert got == expected
             if min(i, int(lengths[w]) - 1 - i) >= 5:  # no end within the window: the draw itself
                 reaches.append(reach)

@@ -207,9 +207,14 @@ class Dataset:
         relations = len(self.relations)
         limits = np.array([[self._count(r.lhs, info.lhs), self._count(r.rhs, info.rhs)] for r in self.relations]
                           or [[0, 0]], dtype=np.int64)
+        smallest = limits.min(axis=0)  # a block whose ids are below every relation's limits is fine
         step = 1 << 20
         for start in range(0, edges.shape[0], step):
-            block = np.asarray(edges[start : start + step], dtype=np.int64)
+            block = np.asarray(edges[start : start + step])
+            if len(block) == 0 or ((block.min(axis=0) >= 0).all() and block[:, REL].max() < relations \
+                    and block[:, LHS].max() < smallest[0] and block[:, RHS].max() < smallest[1]):
+                continue
+            block = block.astype(np.int64)
             rel = block[:, REL]
             bad = (rel < 0) | (rel >= relations)
             if not bad.any():

@@ -40,7 +40,7 @@ class MemoryPlan:
                 f"workers' edges and batches {self.workers_mb:,.0f}, runtime {self.runtime_mb:,.0f}")
 
 
-def plan_memory(config: Config, model: Model, slots: int, workers: int) -> MemoryPlan:
+def plan_memory(config: Config, model: Model, slots: int, workers: int, threaded: bool = False) -> MemoryPlan:
     storage = DTYPE_BYTES[config.storage.storage_dtype]
     embeddings = optimizer = 0
     for spec in model.entity_types.values():
@@ -53,8 +53,9 @@ def plan_memory(config: Config, model: Model, slots: int, workers: int) -> Memor
     dim = max(spec.dim for spec in model.entity_types.values())
     candidates = max(spec.partition_counts[0] for spec in model.entity_types.values()) if t.all_negs \
         else t.num_batch_negs + t.num_uniform_negs
-    per_worker = t.edge_chunk_size * 3 * 8 * 3 + t.batch_size * (candidates * 4 * 6 + dim * 4 * 24)
-    runtime = tree_pss_bytes() + (workers if workers > 1 else 0) * WORKER_RUNTIME_MB * MIB
+    # a chunk read as int32 rows, its shuffled copy and the permutation; each batch's temporaries
+    per_worker = t.edge_chunk_size * (3 * 4 * 2 + 8) + t.batch_size * (candidates * 4 * 6 + dim * 4 * 24)
+    runtime = tree_pss_bytes() + (workers if workers > 1 and not threaded else 0) * WORKER_RUNTIME_MB * MIB
     return MemoryPlan(embeddings / MIB, optimizer / MIB, relations / MIB, workers * per_worker / MIB, runtime / MIB,
                       slots)
 

@@ -51,6 +51,18 @@ from shardgraph.utils.kernels import kernels
 FUSED_LOSSES = {"ranking": 0, "logistic": 1, "softmax": 2}  # the loss codes of dot_step_f32
 
 
+def fusable(model: Model, training: TrainingConfig) -> bool:
+    """Whether every batch of the model can take the fused compiled step: a plain dot product with no
+    operator, and nothing the kernel does not do (a bias, max-norm, regulariser, weights, corrections, own
+    negatives). The tables must also be float32 on the CPU (_fused_table)."""
+    m = model.config.model
+    return (all(rel.operator == "none" for rel in model.relations)
+            and model.comparator.name == "dot" and model.loss.name in FUSED_LOSSES
+            and m.max_norm == 0 and not m.global_bias
+            and (m.regularizer == "none" or m.regularization_weight == 0) and not bool((model.weights != 1).any())
+            and not training.all_negs and not training.sampling_correction and not training.self_negatives)
+
+
 def _fused_table(table: Table) -> bool:
     """The fused step reads and writes the table in place: float32 rows on the CPU, float32 state."""
     e = table.embeddings
@@ -169,15 +181,7 @@ class BatchStep:
 
     # ------------------------------------------------------------------ internals
     def _fusable(self) -> bool:
-        """Whether every batch can take the fused compiled step: a plain dot product with no operator, and
-        nothing the kernel does not do (a bias, max-norm, regulariser, weights, corrections, own negatives)."""
-        model, t = self.model, self.training
-        return (kernels() is not None and self.device.type == "cpu"
-                and all(rel.operator == "none" for rel in model.relations)
-                and model.comparator.name == "dot" and model.loss.name in FUSED_LOSSES
-                and self.max_norm == 0 and not model.config.model.global_bias
-                and (self.regularizer == "none" or self.reg_weight == 0) and not self.weighted
-                and not t.all_negs and not t.sampling_correction and not t.self_negatives)
+        return kernels() is not None and self.device.type == "cpu" and fusable(self.model, self.training)
 
     def _train_fused(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rhs: Tensor,
                      generator: torch.Generator) -> float:

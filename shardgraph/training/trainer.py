@@ -47,11 +47,13 @@ from shardgraph.training.orders import Bucket, bucket_order
 from shardgraph.training.worker import (
     BucketTask,
     TaskResult,
+    ThreadPool,
     TrainingContext,
     WorkerPool,
     bucket_partitions,
     configure_torch,
     return_freed_memory,
+    thread_workers,
     train_task,
 )
 from shardgraph.utils.atomic import atomic_write_text, raise_if_interrupted, terminate_as_interrupt
@@ -253,7 +255,8 @@ class Trainer:
             self.store = CheckpointStore(run_dir, tag=tag)
             self.manifest = self.store.manifest() if resume else None
         self.workers, self.threads = resolve_workers(config, self.scheduler.trainers_on_this_machine)
-        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers)
+        self.threaded = thread_workers(config, self.model, self.workers)
+        self.memory_plan = plan_memory(config, self.model, self.slots, self.workers, self.threaded)
         check_memory(self.memory_plan, config, partitions)
         self.callbacks: list[Callback] = []
         if progress:
@@ -288,21 +291,28 @@ class Trainer:
         edges_total = 0
         buffer = PartitionBuffer(self.model, self.store, self.manifest, slots=self.slots, seed=t.seed,
                                  storage_dtype=config.storage.storage_dtype, prefetch=config.storage.prefetch)
-        pool: WorkerPool | None = None
+        pool: WorkerPool | ThreadPool | None = None
         context: TrainingContext | None = None
         restore_torch: Callable[[], None] | None = None
         train_edges = self.dataset.edge_count("train")
         with PeakMemory() as memory, terminate_as_interrupt(), logging_redirect_tqdm([logging.getLogger("shardgraph")]):
             try:
-                if self.workers > 1:
+                if self.threaded:
+                    # the compiled step runs without the interpreter lock: worker threads, no processes
+                    restore_torch = configure_torch(1)
+                    pool = ThreadPool(self.workers, config, self.dataset, buffer.shared)
+                    mode = "thread(s)"
+                elif self.workers > 1:
                     return_freed_memory()
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
+                    mode = "process(es)"
                 else:
                     restore_torch = configure_torch(self.threads)
                     context = TrainingContext(config, self.dataset, buffer.shared, t.device)
+                    mode = "process"
                 log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "
                          f"{self.model.num_partitions} partition(s), {self.slots} in memory, {self.workers} "
-                         f"worker(s) x {self.threads} thread(s) -> {self.run_dir}")
+                         f"worker {mode} x {self.threads if mode != 'thread(s)' else 1} thread(s) -> {self.run_dir}")
                 log.info(f"memory: {self.memory_plan.describe()}")
                 self._emit("on_train_begin", self)
                 self.scheduler.attach(buffer)
@@ -379,7 +389,7 @@ class Trainer:
                  f"evaluations (best {self.best['value']:.4f}, epoch {self.best['epoch']})")
         return True
 
-    def _epoch(self, epoch: int, first: int, buffer: PartitionBuffer, pool: WorkerPool | None,
+    def _epoch(self, epoch: int, first: int, buffer: PartitionBuffer, pool: WorkerPool | ThreadPool | None,
                context: TrainingContext | None) -> EpochStats:
         t = self.config.training
         stats = EpochStats(epoch)
@@ -429,7 +439,7 @@ class Trainer:
         return stats
 
     def _train_bucket(self, epoch: int, lhs: int, rhs: int, edges: int, path: str, slots: dict[Any, int],
-                      pool: WorkerPool | None, context: TrainingContext | None) -> list[TaskResult]:
+                      pool: WorkerPool | ThreadPool | None, context: TrainingContext | None) -> list[TaskResult]:
         seed = self.config.training.seed
 
         def progress(done: int) -> None:

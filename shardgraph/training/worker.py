@@ -4,7 +4,9 @@
 bucket file in chunks, shuffles each chunk, cuts it into batches of one group (relations
 that can share negatives) and runs the batch step. With one worker it runs in the trainer
 process; with several, each spawned worker runs it on its share of the bucket, all of them
-updating the same shared-memory tables without locks.
+updating the same shared-memory tables without locks. Where every batch takes the fused compiled
+step (dot-product models: the walks' skip-gram), which runs without the interpreter lock, the
+workers are threads of the trainer instead (`ThreadPool`): nothing to start, one copy of torch.
 
 A bucket file keeps the order of the input (often sorted by source). So that a chunk, and the
 batch negatives drawn from it, mixes edges from the whole bucket whatever that order, the
@@ -19,9 +21,12 @@ import ctypes
 import logging
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -36,8 +41,10 @@ from shardgraph.data.dataset import Dataset
 from shardgraph.errors import TrainingError
 from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
-from shardgraph.training.step import BatchStep, Corrections, Table
+from shardgraph.training.step import BatchStep, Corrections, Table, fusable
 from shardgraph.utils.atomic import raise_if_interrupted
+from shardgraph.utils.kernels import kernels
+from shardgraph.utils.npy import NpyReader
 from shardgraph.utils.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -81,8 +88,10 @@ def share_chunks(task: BucketTask, chunk_edges: int) -> list[list[tuple[int, int
             for first in range(0, len(mine), per_chunk)]
 
 
-def read_chunk(edges_file: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
-    """(n, 3) rows of the given ranges of a memory-mapped bucket file, in one array."""
+def read_chunk(edges_file: np.ndarray | NpyReader, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """(n, 3) rows of the given ranges of a bucket file (memory-mapped, or read with plain reads), in one array."""
+    if isinstance(edges_file, NpyReader):
+        return edges_file.read_ranges(ranges)
     return np.concatenate([np.asarray(edges_file[begin:end]) for begin, end in ranges])
 
 
@@ -290,9 +299,10 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     corrections = sampling_corrections(context, edges_file, task, tables) if config.sampling_correction else {}
     self_loops = bucket_self_loops(context, edges_file, task.path) if config.self_negatives else None
     chunks = share_chunks(task, config.edge_chunk_size)
+    reader = NpyReader(task.path)  # plain reads: a pass over the bucket leaves no mapped pages in this process
     for chunk_index in rng.permutation(len(chunks)):
         # kept in the file's int32 until each batch: widening the whole chunk at once costs fresh pages
-        block = torch.from_numpy(read_chunk(edges_file, chunks[chunk_index]))
+        block = torch.from_numpy(read_chunk(reader, chunks[chunk_index]))
         if context.device.type != "cpu":
             block = block.to(context.device)
         for batch in iter_batches(block, context.group_of_relation, context.single_group, config.batch_size,
@@ -438,3 +448,60 @@ class WorkerPool:
                 process.join(timeout=2)
         for conn in self.conns:
             conn.close()
+
+
+class _Stopped(Exception):
+    """Raised in a worker thread, at its next batch, once the pool is told to stop."""
+
+
+class ThreadPool:
+    """HOGWILD workers as threads of the trainer, for models whose every batch is the fused compiled step
+    (BatchStep.fused: it releases the interpreter lock for the whole batch). Same interface as WorkerPool."""
+
+    def __init__(self, workers: int, config: Config, dataset: Dataset, shared: SharedTables) -> None:
+        self.workers = workers
+        self.contexts = [TrainingContext(config, dataset, shared) for _ in range(workers)]
+        self.progress = [0] * workers
+        self.stop = threading.Event()
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="shardgraph-worker")
+
+    def _task(self, task: BucketTask) -> TaskResult:
+        def report(done: int) -> None:
+            self.progress[task.rank] = done
+            if self.stop.is_set():
+                raise _Stopped
+
+        self.progress[task.rank] = 0
+        return train_task(self.contexts[task.rank], task, report)
+
+    def run(self, tasks: list[BucketTask], progress: ProgressFn | None = None) -> list[TaskResult]:
+        """Run one task per worker thread and wait for all of them, reporting summed progress."""
+        futures: list[Future[TaskResult]] = [self.executor.submit(self._task, task) for task in tasks]
+        try:
+            while True:
+                done, pending = wait_futures(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    raise TrainingError(f"a worker thread failed: {failed[0].exception()!r}") \
+                        from failed[0].exception()
+                if not pending:
+                    return [f.result() for f in futures]
+                raise_if_interrupted()
+                if progress is not None:
+                    progress(sum(self.progress))
+        except BaseException:
+            self.stop.set()  # the others stop at their next batch
+            wait_futures(futures)
+            self.stop.clear()
+            raise
+
+    def close(self) -> None:
+        self.stop.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def thread_workers(config: Config, model: Model, workers: int) -> bool:
+    """Whether the workers can be threads: several of them, and every batch takes the fused compiled step
+    (float32 tables on the CPU, a model it computes, the kernel built)."""
+    return (workers > 1 and kernels() is not None and config.training.device == "cpu"
+            and config.storage.storage_dtype == "float32" and fusable(model, config.training))

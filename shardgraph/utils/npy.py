@@ -101,6 +101,24 @@ class NpyReader:
             raise ValueError(f"{self.path}: truncated, expected {count} items from row {start}, read {block.size}")
         return block.reshape((end - start, *self.shape[1:]))
 
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> np.ndarray:
+        """The rows of several [start, end) ranges, in that order, as one new array (one read each)."""
+        row_bytes = self._row_items * self.dtype.itemsize
+        out = np.empty((sum(end - start for start, end in ranges), *self.shape[1:]), dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+        at = 0
+        with open(self.path, "rb", buffering=0) as f:
+            for start, end in ranges:
+                if not 0 <= start <= end <= self.rows:
+                    raise ValueError(f"{self.path}: rows [{start}, {end}) are outside its {self.rows} rows")
+                size = (end - start) * row_bytes
+                f.seek(self.offset + start * row_bytes)
+                got = f.readinto(view[at : at + size])
+                if got != size:
+                    raise ValueError(f"{self.path}: truncated, expected {size} bytes from row {start}, read {got}")
+                at += size
+        return out
+
 
 def payload_checksum(array: np.ndarray) -> str:
     """xxh3-64 of an array's bytes, in chunks (works on memory maps without loading them whole)."""
