@@ -371,13 +371,16 @@ def test_walks_command_writes_the_corpus_that_train_would(tmp_path: Path) -> Non
     assert trained.edges == corpus.edge_count("train")
 
 
-def test_the_corpus_holds_the_window_pairs_of_the_walks_in_the_right_buckets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sample", [0.0, 1.0])
+def test_the_corpus_holds_the_window_pairs_of_the_walks_in_the_right_buckets(tmp_path: Path, sample: float) -> None:
+    """sample = 1: subsampling that keeps every node, so that the pairs come from walks spilled by the counting
+    pass and read back (not walked again); they must be the same walks."""
     from shardgraph.walks.corpus import build_walk_corpus, make_walker
 
     dataset = Dataset(typed_dataset(tmp_path)[0])  # users in 2 partitions, articles and tags in 1
     config = load_config(None, ["walks.method=metapath2vec", "walks.metapaths=[\"user-article-tag-article-user\"]",
                                 "walks.walks_per_node=2", "walks.walk_length=9", "walks.window=3",
-                                "walks.shrink_window=false", "walks.sample=0", "walks.block_walks=16"])
+                                "walks.shrink_window=false", f"walks.sample={sample}", "walks.block_walks=16"])
     corpus = build_walk_corpus(config, dataset, tmp_path / "corpus", progress=False)
     names = [(t, name) for t in dataset.entity_types for name in dataset.all_entity_names(t)]
     expected: collections.Counter[tuple[tuple[str, str], tuple[str, str]]] = collections.Counter()

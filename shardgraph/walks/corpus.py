@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,23 +111,63 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
     per_round = walker.walks_per_round()
     if per_round == 0:
         raise ConfigError("walks: no node can start a walk (no node of the metapaths' first types has a neighbour).")
+    walk_started = time.perf_counter()
+    keep = None
+    spill = Path(out).parent / f".{Path(out).name}.walks-{os.getpid()}.tmp"
+    if w.sample > 0:
+        # a first pass counts the nodes' occurrences; its walks are spilled to a temporary file (block by block,
+        # 4 bytes a node) for the second pass to read back rather than walk again
+        counts = np.zeros(walker.num_nodes, dtype=np.int64)
+        spill_dtype = np.int32 if walker.num_nodes < 2**31 else np.int64
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        with open(spill, "wb") as f:
+            for block in walker.blocks(w.walks_per_node):
+                counts += np.bincount(block.walks[block.walks >= 0], minlength=walker.num_nodes)
+                _spill_block(f, block, spill_dtype)
+        keep = keep_probabilities(counts, w.sample)
+        log.info(f"subsampling frequent nodes (sample {w.sample:g}) keeps {float(keep @ counts) / counts.sum():.1%} "
+                 "of the walks' nodes")
+    walk_seconds = time.perf_counter() - walk_started
+    try:
+        return _write_corpus(config, dataset, out, walker, keep, spill if keep is not None else None,
+                             np.int32 if walker.num_nodes < 2**31 else np.int64, started, walk_seconds, progress,
+                             overwrite)
+    finally:
+        spill.unlink(missing_ok=True)
+
+
+def _spill_block(f: Any, block: WalkBlock, dtype: type) -> None:
+    """Append a block of walks to a spill file: (rows, columns) int64, then the walks and their lengths as
+    `dtype` (int32 where every node id fits)."""
+    np.array(block.walks.shape, dtype=np.int64).tofile(f)
+    block.walks.astype(dtype).tofile(f)
+    block.lengths.astype(dtype).tofile(f)
+
+
+def _read_spill(path: Path, dtype: type) -> Iterator[WalkBlock]:
+    """The blocks _spill_block wrote, in order, one at a time."""
+    with open(path, "rb") as f:
+        while True:
+            shape = np.fromfile(f, dtype=np.int64, count=2)
+            if len(shape) < 2:
+                return
+            rows, columns = int(shape[0]), int(shape[1])
+            walks = np.fromfile(f, dtype=dtype, count=rows * columns).astype(np.int64).reshape(rows, columns)
+            yield WalkBlock(walks, np.fromfile(f, dtype=dtype, count=rows).astype(np.int64))
+
+
+def _write_corpus(config: Config, dataset: Dataset, out: str | Path, walker: Walker, keep: np.ndarray | None,
+                  spill: Path | None, spill_dtype: type, started: float, walk_seconds: float, progress: bool,
+                  overwrite: bool) -> Dataset:
+    """The second pass of build_walk_corpus: the walks (walked now, or read back from `spill`) as pairs."""
+    w = config.walks
     type_names = list(dataset.entity_types)
     type_info = list(dataset.entity_types.values())
     num_types = len(type_names)
     relations = context_relations(type_names)
     num_partitions = dataset.num_partitions
     offsets = np.asarray(walker.type_offsets)
-    total_walks = per_round * w.walks_per_node
-    walk_started = time.perf_counter()
-    keep = None
-    if w.sample > 0:  # a first pass counts the nodes' occurrences: the seeded walks come out the same twice
-        counts = np.zeros(walker.num_nodes, dtype=np.int64)
-        for block in walker.blocks(w.walks_per_node):
-            counts += np.bincount(block.walks[block.walks >= 0], minlength=walker.num_nodes)
-        keep = keep_probabilities(counts, w.sample)
-        log.info(f"subsampling frequent nodes (sample {w.sample:g}) keeps {float(keep @ counts) / counts.sum():.1%} "
-                 "of the walks' nodes")
-    walk_seconds = time.perf_counter() - walk_started
+    total_walks = walker.walks_per_round() * w.walks_per_node
     pairs_total = 0
     per_relation = np.zeros(len(relations), dtype=np.int64)
     with atomic_directory(out, overwrite=overwrite) as root:
@@ -138,7 +179,8 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
         direct = num_types == 1 and num_partitions == 1 and walk_kernels() is not None
         row_buffer: np.ndarray | None = None
         block_started = time.perf_counter()
-        for block_index, block in enumerate(walker.blocks(w.walks_per_node)):
+        blocks = _read_spill(spill, spill_dtype) if spill is not None else walker.blocks(w.walks_per_node)
+        for block_index, block in enumerate(blocks):
             walk_seconds += time.perf_counter() - block_started
             rng = np.random.default_rng([w.seed, block_index])
             if keep is not None:
