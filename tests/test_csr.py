@@ -52,6 +52,7 @@ def _typed_graph(tmp_path: Path, seed: int = 0) -> tuple[Path, list[tuple[str, s
     edges.append(("u1", "follows", "u1"))  # a self-loop
     edges.append(("u2", "buys", "i3"))
     edges.append(("u2", "buys", "i3"))  # a multi-edge
+    edges += [("u2", "follows", "u3"), ("u3", "follows", "u2")]  # one head, two relations (undirected: rev)
     config = tmp_path / "c.toml"
     config.write_text(CONFIG)
     path = write_lines(tmp_path / "g.tsv", ["\t".join(e) for e in edges])
@@ -88,7 +89,8 @@ def test_csr_equals_the_naive_adjacency(tmp_path: Path, directed: bool, monkeypa
         heads = np.asarray(graph.indices[row])
         got = collections.Counter((names[h], int(r)) for h, r in zip(heads, graph.arc_relation[row], strict=True))
         assert got == expected.get(key, collections.Counter()), key
-        assert np.all(np.diff(heads) >= 0), "neighbours are sorted"
+        keys = heads.astype(np.int64) * 2 * len(ds.relations) + np.asarray(graph.arc_relation[row])
+        assert np.all(np.diff(keys) >= 0), "neighbours are sorted by (head, relation)"
     assert graph.num_arcs == len(edges) * (1 if directed else 2)
     # node ids are per type, then the type's global ids
     types, global_ids = graph.entity_of(np.arange(graph.num_nodes))
