@@ -26,7 +26,7 @@ import pyarrow as pa
 import xxhash
 
 from shardgraph.errors import DatasetError
-from shardgraph.utils.npy import file_checksum, payload_checksum
+from shardgraph.utils.npy import NpyReader, file_checksum, payload_checksum
 from shardgraph.utils.paths import check_npy_size, member_path
 
 FORMAT = "shardgraph-dataset"
@@ -191,9 +191,8 @@ class Dataset:
         (the training kernels index tables with these ids: a damaged file must not reach them)."""
         path = self.member(info.file)
         if info.file not in self._verified:
-            edges = self._load_edges(info)
-            self._check_payload(path, edges, info.checksum)
-            self._check_ranges(path, info, edges)
+            self._load_edges(info)  # its size, shape and dtype
+            self._verify_bucket(path, info)
             self._verified.add(info.file)
         return path
 
@@ -203,27 +202,49 @@ class Dataset:
             raise DatasetError(f"{path} does not match its checksum (xxh3 {found}, the manifest says {expected}): "
                                "the file is damaged; re-import the dataset.")
 
-    def _check_ranges(self, path: Path, info: BucketInfo, edges: np.ndarray) -> None:
+    def _verify_bucket(self, path: Path, info: BucketInfo) -> None:
+        """The bucket's checksum and id ranges, in one pass of plain reads (a memory map's touched pages would
+        count in this process's memory for as long as the map lives: a whole bucket)."""
+        reader = NpyReader(path)
+        hasher = xxhash.xxh3_64()
+        out_of_range: DatasetError | None = None
+        step = 1 << 20
+        for start in range(0, info.edges, step):
+            block = reader.read(start, start + step)
+            hasher.update(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+            if out_of_range is None:
+                try:
+                    self._check_ranges(path, info, block, start)
+                except DatasetError as exc:
+                    out_of_range = exc
+        found = hasher.hexdigest()
+        if found != info.checksum:  # said first: a damaged file, whatever ids the damage made
+            raise DatasetError(f"{path} does not match its checksum (xxh3 {found}, the manifest says "
+                               f"{info.checksum}): the file is damaged; re-import the dataset.")
+        if out_of_range is not None:
+            raise out_of_range
+
+    def _check_ranges(self, path: Path, info: BucketInfo, block: np.ndarray, start: int) -> None:
+        """Every edge of `block` (rows start.. of the bucket) names a relation and entities the dataset has."""
         relations = len(self.relations)
         limits = np.array([[self._count(r.lhs, info.lhs), self._count(r.rhs, info.rhs)] for r in self.relations]
                           or [[0, 0]], dtype=np.int64)
         smallest = limits.min(axis=0)  # a block whose ids are below every relation's limits is fine
-        step = 1 << 20
-        for start in range(0, edges.shape[0], step):
-            block = np.asarray(edges[start : start + step])
-            if len(block) == 0 or ((block.min(axis=0) >= 0).all() and block[:, REL].max() < relations \
-                    and block[:, LHS].max() < smallest[0] and block[:, RHS].max() < smallest[1]):
-                continue
-            block = block.astype(np.int64)
-            rel = block[:, REL]
-            bad = (rel < 0) | (rel >= relations)
-            if not bad.any():
-                bad = (block[:, LHS] < 0) | (block[:, LHS] >= limits[rel, 0]) | (block[:, RHS] < 0) | \
-                      (block[:, RHS] >= limits[rel, 1])
-            if bad.any():
-                row = start + int(np.flatnonzero(bad)[0])
-                raise DatasetError(f"{path} row {row}: edge {edges[row].tolist()} names an entity or relation "
-                                   "the dataset does not have; the file is damaged: re-import the dataset.")
+        if len(block) == 0:
+            return
+        if (block.min(axis=0) >= 0).all() and block[:, REL].max() < relations \
+                and block[:, LHS].max() < smallest[0] and block[:, RHS].max() < smallest[1]:
+            return
+        wide = block.astype(np.int64)
+        rel = wide[:, REL]
+        bad = (rel < 0) | (rel >= relations)
+        if not bad.any():
+            bad = (wide[:, LHS] < 0) | (wide[:, LHS] >= limits[rel, 0]) | (wide[:, RHS] < 0) | \
+                  (wide[:, RHS] >= limits[rel, 1])
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DatasetError(f"{path} row {start + row}: edge {block[row].tolist()} names an entity or relation "
+                               "the dataset does not have; the file is damaged: re-import the dataset.")
 
     def _count(self, entity_type: str, partition: int) -> int:
         spec = self.entity_types.get(entity_type)
