@@ -165,6 +165,8 @@ class TrainingConfig:
                                "among the rhs candidates and vice versa), unless the edge itself, or a training "
                                "edge (h, r, h), is a self-loop: sampled negatives almost never hold it, so "
                                "nothing else teaches a model that an entity is not related to itself")
+    fused_step: bool = opt(True, "dot-product models with no operator (float32, CPU) train with the fused compiled "
+                           "step, in worker threads; false = the general torch step, in worker processes")
     lr: float = opt(0.1, "learning rate of the embeddings (row-wise Adagrad)", positive)
     relation_lr: float = opt(0.0, "learning rate of the relation parameters (Adagrad); 0 = lr", non_negative)
     workers: int = opt(0, "HOGWILD worker processes per bucket; 0 = one per core", non_negative)

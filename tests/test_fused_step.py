@@ -125,6 +125,7 @@ def test_fused_step_is_used_only_where_it_applies(tiny_dataset: Path) -> None:  
     assert not fused(self_negatives=True)
     assert not fused(sampling_correction=True)
     assert not fused(all_negs=True)
+    assert not fused(fused_step=False)
 
 
 # ----------------------------------------------------------------------------- worker threads

@@ -56,7 +56,7 @@ def fusable(model: Model, training: TrainingConfig) -> bool:
     operator, and nothing the kernel does not do (a bias, max-norm, regulariser, weights, corrections, own
     negatives). The tables must also be float32 on the CPU (_fused_table)."""
     m = model.config.model
-    return (all(rel.operator == "none" for rel in model.relations)
+    return (training.fused_step and all(rel.operator == "none" for rel in model.relations)
             and model.comparator.name == "dot" and model.loss.name in FUSED_LOSSES
             and m.max_norm == 0 and not m.global_bias
             and (m.regularizer == "none" or m.regularization_weight == 0) and not bool((model.weights != 1).any())
