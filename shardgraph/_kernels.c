@@ -242,8 +242,9 @@ void count_rank_block(int64_t rows, int64_t cols, const float *scores, int64_t s
 
 enum { LOSS_RANKING = 0, LOSS_LOGISTIC = 1, LOSS_SOFTMAX = 2 };
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* AVX2 + FMA where the CPU has them, chosen when the library loads; baseline x86-64 otherwise */
+#if defined(__GNUC__) && __GNUC__ >= 11 && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* AVX2 + FMA where the CPU has them, chosen when the library loads (GCC 11+ names x86-64-v3); baseline
+   x86-64 otherwise */
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
