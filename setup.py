@@ -11,7 +11,8 @@ setup(
             # reassociation lets the compiler vectorise the sum of squares (the order of a float sum).
             # Not -ffast-math: linking a shared object with it sets flush-to-zero for the whole
             # process that loads it (crtfastmath), changing torch's and numpy's arithmetic too.
-            extra_compile_args=["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"],
+            # -Wno-psabi: the 8-float vector helpers are static, their calling convention never leaves the file
+            extra_compile_args=["-O3", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-Wno-psabi"],
             optional=True,  # no compiler: the same update runs as torch ops
         ),
         Extension(

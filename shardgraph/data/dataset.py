@@ -206,6 +206,8 @@ class Dataset:
         """The bucket's checksum and id ranges, in one pass of plain reads (a memory map's touched pages would
         count in this process's memory for as long as the map lives: a whole bucket)."""
         reader = NpyReader(path)
+        limits = np.array([[self._count(r.lhs, info.lhs), self._count(r.rhs, info.rhs)] for r in self.relations]
+                          or [[0, 0]], dtype=np.int64)  # (relations, 2): the id bounds of each relation's ends
         hasher = xxhash.xxh3_64()
         out_of_range: DatasetError | None = None
         step = 1 << 20
@@ -214,7 +216,7 @@ class Dataset:
             hasher.update(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             if out_of_range is None:
                 try:
-                    self._check_ranges(path, info, block, start)
+                    self._check_ranges(path, limits, block, start)
                 except DatasetError as exc:
                     out_of_range = exc
         found = hasher.hexdigest()
@@ -224,11 +226,9 @@ class Dataset:
         if out_of_range is not None:
             raise out_of_range
 
-    def _check_ranges(self, path: Path, info: BucketInfo, block: np.ndarray, start: int) -> None:
+    def _check_ranges(self, path: Path, limits: np.ndarray, block: np.ndarray, start: int) -> None:
         """Every edge of `block` (rows start.. of the bucket) names a relation and entities the dataset has."""
         relations = len(self.relations)
-        limits = np.array([[self._count(r.lhs, info.lhs), self._count(r.rhs, info.rhs)] for r in self.relations]
-                          or [[0, 0]], dtype=np.int64)
         smallest = limits.min(axis=0)  # a block whose ids are below every relation's limits is fine
         if len(block) == 0:
             return

@@ -51,12 +51,13 @@ from shardgraph.utils.kernels import kernels
 FUSED_LOSSES = {"ranking": 0, "logistic": 1, "softmax": 2}  # the loss codes of dot_step_f32
 
 
-def fusable(model: Model, training: TrainingConfig) -> bool:
-    """Whether every batch of the model can take the fused compiled step: a plain dot product with no
-    operator, and nothing the kernel does not do (a bias, max-norm, regulariser, weights, corrections, own
-    negatives). The tables must also be float32 on the CPU (_fused_table)."""
+def fusable(model: Model, training: TrainingConfig, device: torch.device) -> bool:
+    """Whether every batch of the model can take the fused compiled step: the kernel is built, the device is
+    the CPU, a plain dot product with no operator, and nothing the kernel does not do (a bias, max-norm,
+    regulariser, weights, corrections, own negatives). The tables must also be float32 (_fused_table)."""
     m = model.config.model
-    return (training.fused_step and all(rel.operator == "none" for rel in model.relations)
+    return (training.fused_step and kernels() is not None and device.type == "cpu"
+            and all(rel.operator == "none" for rel in model.relations)
             and model.comparator.name == "dot" and model.loss.name in FUSED_LOSSES
             and m.max_norm == 0 and not m.global_bias
             and (m.regularizer == "none" or m.regularization_weight == 0) and not bool((model.weights != 1).any())
@@ -148,7 +149,7 @@ class BatchStep:
         self.weights = model.weights.to(self.device)
         self.weighted = bool((model.weights != 1).any())
         self.complex = any(op.complex_valued for op in model.operators.values())
-        self.fused = self._fusable()
+        self.fused = fusable(model, training, self.device)
 
     # ------------------------------------------------------------------ public
     def train_batch(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rel: Tensor, rhs: Tensor,
@@ -180,9 +181,6 @@ class BatchStep:
         return parts
 
     # ------------------------------------------------------------------ internals
-    def _fusable(self) -> bool:
-        return kernels() is not None and self.device.type == "cpu" and fusable(self.model, self.training)
-
     def _train_fused(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rhs: Tensor,
                      generator: torch.Generator) -> float:
         """train_batch through dot_step_f32: the same chunks and uniform negatives, drawn the same way."""

@@ -301,18 +301,17 @@ class Trainer:
                     # the compiled step runs without the interpreter lock: worker threads, no processes
                     restore_torch = configure_torch(1)
                     pool = ThreadPool(self.workers, config, self.dataset, buffer.shared)
-                    mode = "thread(s)"
+                    how = f"{self.workers} worker thread(s)"
                 elif self.workers > 1:
                     return_freed_memory()
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
-                    mode = "process(es)"
+                    how = f"{self.workers} worker processes x {self.threads} thread(s)"
                 else:
                     restore_torch = configure_torch(self.threads)
                     context = TrainingContext(config, self.dataset, buffer.shared, t.device)
-                    mode = "process"
+                    how = f"1 worker x {self.threads} thread(s)"
                 log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "
-                         f"{self.model.num_partitions} partition(s), {self.slots} in memory, {self.workers} "
-                         f"worker {mode} x {self.threads if mode != 'thread(s)' else 1} thread(s) -> {self.run_dir}")
+                         f"{self.model.num_partitions} partition(s), {self.slots} in memory, {how} -> {self.run_dir}")
                 log.info(f"memory: {self.memory_plan.describe()}")
                 self._emit("on_train_begin", self)
                 self.scheduler.attach(buffer)

@@ -43,7 +43,6 @@ from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
 from shardgraph.training.step import BatchStep, Corrections, Table, fusable
 from shardgraph.utils.atomic import raise_if_interrupted
-from shardgraph.utils.kernels import kernels
 from shardgraph.utils.npy import NpyReader
 from shardgraph.utils.process import die_with_parent
 
@@ -86,13 +85,6 @@ def share_chunks(task: BucketTask, chunk_edges: int) -> list[list[tuple[int, int
     per_chunk = max(1, chunk_edges // block)
     return [sorted((int(b) * block, min(task.edges, (int(b) + 1) * block)) for b in mine[first : first + per_chunk])
             for first in range(0, len(mine), per_chunk)]
-
-
-def read_chunk(edges_file: np.ndarray | NpyReader, ranges: list[tuple[int, int]]) -> np.ndarray:
-    """(n, 3) rows of the given ranges of a bucket file (memory-mapped, or read with plain reads), in one array."""
-    if isinstance(edges_file, NpyReader):
-        return edges_file.read_ranges(ranges)
-    return np.concatenate([np.asarray(edges_file[begin:end]) for begin, end in ranges])
 
 
 @dataclass
@@ -232,7 +224,7 @@ def iter_batches(edges: Tensor, group_of_relation: Tensor, single_group: bool, b
         yield batches[index]
 
 
-def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task: BucketTask,
+def sampling_corrections(context: TrainingContext, edges_file: NpyReader, task: BucketTask,
                          tables: dict[tuple[str, str], tuple[Table, Table]]) -> dict[tuple[str, str], Corrections]:
     """Per (lhs type, rhs type): the log of each entity's expected count among the negatives of
     one side of an edge, for training.sampling_correction.
@@ -248,7 +240,7 @@ def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task:
     degrees = {pair: (np.zeros(lhs.count, np.int64), np.zeros(rhs.count, np.int64))
                for pair, (lhs, rhs) in tables.items()}
     for ranges in share_chunks(task, config.edge_chunk_size):
-        block = read_chunk(edges_file, ranges)
+        block = edges_file.read_ranges(ranges)
         of_edge = pair_of_relation[block[:, 1]] if len(pairs) > 1 else None
         for index, pair in enumerate(pairs):
             rows = block if of_edge is None else block[of_edge == index]
@@ -267,7 +259,7 @@ def sampling_corrections(context: TrainingContext, edges_file: np.ndarray, task:
     return out
 
 
-def bucket_self_loops(context: TrainingContext, edges_file: np.ndarray, path: str) -> Tensor:
+def bucket_self_loops(context: TrainingContext, edges_file: NpyReader, path: str) -> Tensor:
     """Sorted keys entity * R + relation of the bucket's self-loops (h, r, h), for training.self_negatives:
     their entity is not a negative of its own query (h, r, ?). A bucket file does not change during a
     run, so it is read once per process."""
@@ -275,8 +267,8 @@ def bucket_self_loops(context: TrainingContext, edges_file: np.ndarray, path: st
         relations = len(context.model.relations)
         step = context.config.training.edge_chunk_size
         keys = []
-        for begin in range(0, len(edges_file), step):
-            block = np.asarray(edges_file[begin : begin + step])
+        for begin in range(0, edges_file.rows, step):
+            block = edges_file.read(begin, begin + step)
             loops = block[block[:, 0] == block[:, 2]]
             keys.append(loops[:, 0].astype(np.int64) * relations + loops[:, 1])
         found = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
@@ -292,17 +284,17 @@ def train_task(context: TrainingContext, task: BucketTask, progress: ProgressFn 
     seed_seq = np.random.SeedSequence([config.seed, task.seed, task.epoch, task.lhs, task.rhs, task.rank])
     rng = np.random.default_rng(seed_seq)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    edges_file = np.load(task.path, mmap_mode="r")
+    # plain reads, not a memory map: a pass over the bucket leaves no mapped pages in this process
+    edges_file = NpyReader(task.path)
     loss_sum = 0.0
     done = 0
     tables, write_back = context.bucket_tables(task)
     corrections = sampling_corrections(context, edges_file, task, tables) if config.sampling_correction else {}
     self_loops = bucket_self_loops(context, edges_file, task.path) if config.self_negatives else None
     chunks = share_chunks(task, config.edge_chunk_size)
-    reader = NpyReader(task.path)  # plain reads: a pass over the bucket leaves no mapped pages in this process
     for chunk_index in rng.permutation(len(chunks)):
         # kept in the file's int32 until each batch: widening the whole chunk at once costs fresh pages
-        block = torch.from_numpy(read_chunk(reader, chunks[chunk_index]))
+        block = torch.from_numpy(edges_file.read_ranges(chunks[chunk_index]))
         if context.device.type != "cpu":
             block = block.to(context.device)
         for batch in iter_batches(block, context.group_of_relation, context.single_group, config.batch_size,
@@ -503,5 +495,5 @@ class ThreadPool:
 def thread_workers(config: Config, model: Model, workers: int) -> bool:
     """Whether the workers can be threads: several of them, and every batch takes the fused compiled step
     (float32 tables on the CPU, a model it computes, the kernel built)."""
-    return (workers > 1 and kernels() is not None and config.training.device == "cpu"
-            and config.storage.storage_dtype == "float32" and fusable(model, config.training))
+    return (workers > 1 and config.storage.storage_dtype == "float32"
+            and fusable(model, config.training, torch.device(config.training.device)))

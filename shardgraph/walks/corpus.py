@@ -114,11 +114,11 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
     walk_started = time.perf_counter()
     keep = None
     spill = Path(out).parent / f".{Path(out).name}.walks-{os.getpid()}.tmp"
+    spill_dtype = np.int32 if walker.num_nodes < 2**31 else np.int64
     if w.sample > 0:
         # a first pass counts the nodes' occurrences; its walks are spilled to a temporary file (block by block,
         # 4 bytes a node) for the second pass to read back rather than walk again
         counts = np.zeros(walker.num_nodes, dtype=np.int64)
-        spill_dtype = np.int32 if walker.num_nodes < 2**31 else np.int64
         spill.parent.mkdir(parents=True, exist_ok=True)
         with open(spill, "wb") as f:
             for block in walker.blocks(w.walks_per_node):
@@ -129,9 +129,8 @@ def build_walk_corpus(config: Config, dataset: Dataset, out: str | Path, *, prog
                  "of the walks' nodes")
     walk_seconds = time.perf_counter() - walk_started
     try:
-        return _write_corpus(config, dataset, out, walker, keep, spill if keep is not None else None,
-                             np.int32 if walker.num_nodes < 2**31 else np.int64, started, walk_seconds, progress,
-                             overwrite)
+        return _write_corpus(config, dataset, out, walker, keep, spill if keep is not None else None, spill_dtype,
+                             started, walk_seconds, progress, overwrite)
     finally:
         spill.unlink(missing_ok=True)
 

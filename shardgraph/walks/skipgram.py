@@ -20,13 +20,10 @@ def window_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bo
     """
     if window < 1:
         raise ValueError(f"window must be >= 1. Got {window} instead.")
-    library = walk_kernels()
-    if library is not None:
-        walks, lengths, room = _pair_room(walks, lengths, window, both_directions)
+    if walk_kernels() is not None:
+        room = _pair_room(lengths, window, both_directions)
         centre, context = np.empty(room, dtype=np.int64), np.empty(room, dtype=np.int64)
-        count = library.sg_window_pairs(walks.ctypes.data, lengths.ctypes.data, walks.shape[0], walks.shape[1],
-                                        window, int(shrink), int(both_directions), int(rng.integers(2**63)),
-                                        centre.ctypes.data, context.ctypes.data, None)
+        count = _compiled_pairs(walks, lengths, window, shrink, both_directions, rng, centre, context, None)
         return centre[:count], context[:count]
     batch, length = walks.shape
     if shrink:
@@ -57,21 +54,28 @@ def window_rows(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: boo
     """window_pairs written straight into edge rows (centre, 0, context) (M, 3) int32, for a graph of one
     entity type and partition; `out` (reused between blocks) is used where it has room. Needs the
     compiled walker (see walk_kernels)."""
+    room = _pair_room(lengths, window, both_directions)
+    rows = out if out is not None and len(out) >= room else np.empty((room, 3), dtype=np.int32)
+    return rows[: _compiled_pairs(walks, lengths, window, shrink, both_directions, rng, None, None, rows)]
+
+
+def _pair_room(lengths: np.ndarray, window: int, both_directions: bool) -> int:
+    """The most pairs a block of walks can give."""
+    return int(np.sum(lengths)) * window * (2 if both_directions else 1)
+
+
+def _compiled_pairs(walks: np.ndarray, lengths: np.ndarray, window: int, shrink: bool, both_directions: bool,
+                    rng: np.random.Generator, centre: np.ndarray | None, context: np.ndarray | None,
+                    rows: np.ndarray | None) -> int:
+    """sg_window_pairs (shardgraph/_walks.c) into centre / context, or into rows; returns the pair count."""
     library = walk_kernels()
     assert library is not None
-    walks, lengths, room = _pair_room(walks, lengths, window, both_directions)
-    rows = out if out is not None and len(out) >= room else np.empty((room, 3), dtype=np.int32)
-    count = library.sg_window_pairs(walks.ctypes.data, lengths.ctypes.data, walks.shape[0], walks.shape[1], window,
-                                    int(shrink), int(both_directions), int(rng.integers(2**63)), None, None,
-                                    rows.ctypes.data)
-    return rows[:count]
-
-
-def _pair_room(walks: np.ndarray, lengths: np.ndarray, window: int,
-               both_directions: bool) -> tuple[np.ndarray, np.ndarray, int]:
     walks = np.ascontiguousarray(walks, dtype=np.int64)
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-    return walks, lengths, int(lengths.sum()) * window * (2 if both_directions else 1)
+    pointer = lambda a: None if a is None else a.ctypes.data  # noqa: E731
+    return int(library.sg_window_pairs(walks.ctypes.data, lengths.ctypes.data, walks.shape[0], walks.shape[1],
+                                       window, int(shrink), int(both_directions), int(rng.integers(2**63)),
+                                       pointer(centre), pointer(context), pointer(rows)))
 
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
