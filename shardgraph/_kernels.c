@@ -259,9 +259,9 @@ static inline v8sf load8(const float *p) { return *(const v8sf_u *)p; }
 static inline void store8(float *p, v8sf v) { *(v8sf_u *)p = v; }
 static inline float sum8(v8sf v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 
-static inline void prefetch_row(const float *row, int64_t dim) {
-    for (int64_t k = 0; k < dim; k += 64) /* every fourth 64-byte line: the hardware fetches its neighbours */
-        __builtin_prefetch(row + k);
+static inline void prefetch_row(const void *row, int64_t bytes) {
+    for (int64_t k = 0; k < bytes; k += 256) /* every fourth 64-byte line: the hardware fetches its neighbours */
+        __builtin_prefetch((const char *)row + k);
 }
 
 /* out[t] = q . c[t] for t < count. Four candidates at a time share each load of q and keep four
@@ -411,6 +411,44 @@ static inline void adagrad_row(float *table, int64_t stride, float *state, int64
             t[k] -= scale * g[k];
 }
 
+/* The same on a bfloat16 table: the row read in float32, written back with stochastic rounding. The 16
+ * bits of noise of each element come from a hash of (one draw of the xorshift per row, the column), not
+ * from a chain of draws: the elements are independent and the loop vectorises (a chain of 128
+ * dependent draws per row made bfloat16 tables a third slower than float32 ones). */
+static inline void adagrad_row_bf16(uint16_t *table, int64_t stride, float *state, int64_t row, const float *g,
+                                    int64_t dim, float lr, uint64_t *rng) {
+    const float scale = adagrad_step(&state[row], g, dim, lr);
+    if (scale == 0.0f)
+        return;
+    uint64_t x = *rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    const uint32_t base = (uint32_t)((x * 0x2545F4914F6CDD1DULL) >> 32);
+    uint16_t *t = table + row * stride;
+    for (int64_t k = 0; k < dim; k++) {
+        uint32_t h = base + (uint32_t)k * 0x9E3779B9u; /* murmur3's finaliser */
+        h ^= h >> 16;
+        h *= 0x85EBCA6Bu;
+        h ^= h >> 13;
+        h *= 0xC2B2AE35u;
+        h ^= h >> 16;
+        const float value = bf16_to_f32(t[k]) - scale * g[k];
+        uint32_t bits;
+        memcpy(&bits, &value, sizeof bits);
+        const uint32_t noise = (bits & 0x7f800000u) == 0x7f800000u ? 0u : (h & 0xffffu); /* inf, nan: as is */
+        t[k] = (uint16_t)((bits + noise) >> 16);
+    }
+}
+
+/* A bfloat16 row widened to float32 (the shift vectorises). */
+static inline void widen_row(float *out, const uint16_t *row, int64_t dim) {
+    uint32_t *bits = (uint32_t *)out;
+    for (int64_t k = 0; k < dim; k++)
+        bits[k] = (uint32_t)row[k] << 16;
+}
+
 /* sigmoid(x) and softplus(x) = log(1 + e^x) of each of n scores, in one vectorised pass: x is
  * overwritten with sigmoid(x), softplus written to sp. */
 static inline void sigmoid_softplus(float *x, float *sp, int64_t n) {
@@ -430,7 +468,7 @@ static inline void sigmoid_softplus(float *x, float *sp, int64_t n) {
  * Returns the loss, or -1 where a softmax row underflowed (the caller then takes row_loss). */
 static inline double chunk_losses(int kind, int64_t m, int64_t w, int64_t u, float *b, float *ur, float *ul,
                                   float *pos, const float *kr, const float *kl, const float *kur,
-                                  const float *kul, float *work) {
+                                  const float *kul, const float *pr, const float *pl, float *work) {
     float *inv_r = work, *inv_l = work + m, *extra = work + 2 * m;
     double total = 0.0;
     if (kind == LOSS_LOGISTIC) {
@@ -480,7 +518,9 @@ static inline double chunk_losses(int kind, int64_t m, int64_t w, int64_t u, flo
         return total;
     }
     /* softmax: cross-entropy of the positive among itself and the negatives, per direction. All scores of
-     * the chunk are shifted by their one maximum, so each exponential serves both directions. */
+     * the chunk are shifted by their one maximum, so each exponential serves both directions. With
+     * sampling corrections, e^(s - c) = e^s e^-c: the caller has multiplied the masks by the candidates'
+     * e^-c, and pr / pl (or NULL) are the positives' e^-c of each direction. */
     float top = pos[0];
     for (int64_t i = 0; i < m; i++)
         top = pos[i] > top ? pos[i] : top;
@@ -499,7 +539,7 @@ static inline double chunk_losses(int kind, int64_t m, int64_t w, int64_t u, flo
         ul[j] = exp_nonpositive(ul[j] - top);
     }
     for (int64_t i = 0; i < m; i++) { /* the sums: row i of b for direction rhs, column i for lhs */
-        float tr = pos[i], tl = pos[i];
+        float tr = pos[i] * (pr ? pr[i] : 1.0f), tl = pos[i] * (pl ? pl[i] : 1.0f);
         for (int64_t k = 0; k < u; k++)
             tr += kur[i * u + k] * ur[i * u + k], tl += kul[i * u + k] * ul[i * u + k];
         inv_r[i] = tr, inv_l[i] = tl;
@@ -510,12 +550,14 @@ static inline double chunk_losses(int kind, int64_t m, int64_t w, int64_t u, flo
             inv_l[j] += kl[i * w + j] * b[i * w + j];
         }
     for (int64_t i = 0; i < m; i++) {
-        if (!(inv_r[i] > 1e-30f && inv_l[i] > 1e-30f && pos[i] > 0.0f))
+        const float er = pos[i] * (pr ? pr[i] : 1.0f), el = pos[i] * (pl ? pl[i] : 1.0f);
+        if (!(inv_r[i] > 1e-30f && inv_l[i] > 1e-30f && er > 0.0f && el > 0.0f && inv_r[i] < 1e30f
+              && inv_l[i] < 1e30f))
             return -1.0; /* scores too far apart for one shift */
-        /* loss = log(sum) + top - positive; the positive's exponential is pos[i] = e^(positive - top) */
-        total += (double)logf(inv_r[i] / pos[i]) + (double)logf(inv_l[i] / pos[i]);
+        /* loss = log(sum) + top - positive; the positive's exponential is er = e^(positive - top) */
+        total += (double)logf(inv_r[i] / er) + (double)logf(inv_l[i] / el);
         inv_r[i] = 1.0f / inv_r[i], inv_l[i] = 1.0f / inv_l[i];
-        pos[i] = pos[i] * (inv_r[i] + inv_l[i]) - 2.0f;
+        pos[i] = er * inv_r[i] + el * inv_l[i] - 2.0f;
     }
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < w; j++)
@@ -529,17 +571,30 @@ static inline double chunk_losses(int kind, int64_t m, int64_t w, int64_t u, flo
 }
 
 /* Edges (lhs[i], rhs[i]), read with a stride (columns of an edge block); uniform negatives lneg / rneg
- * (chunks, uniform). Returns the summed loss of the n edges, both directions, or -1 where memory for
- * the chunk's scratch could not be had. */
-VECTOR_CLONES
-double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int64_t stride, int64_t dim,
-                    const int64_t *lhs, const int64_t *rhs, int64_t id_stride, int64_t n, int64_t chunk,
-                    int64_t batch_negs, const int64_t *lneg, const int64_t *rneg, int64_t uniform, int64_t kind,
-                    float margin, float lr) {
+ * (chunks, uniform). With corrections corr_l / corr_r (one float per row of each table, or NULL:
+ * training.sampling_correction) every score of a direction, the positive's included, is first reduced
+ * by the correction of its candidate (lhs rows for the direction that predicts lhs); the chunk is then
+ * scored one query at a time. `bf16`: the tables hold bfloat16 (uint16 bit patterns): a chunk's rows are
+ * widened to float32 once, and each update is written back with stochastic rounding (xorshift seeded
+ * with `seed`). Returns the summed loss of the n edges, both directions, or -1 where memory for the
+ * chunk's scratch could not be had. */
+static inline __attribute__((always_inline)) double
+dot_step(void *ltab_v, float *lstate, void *rtab_v, float *rstate, int64_t stride, int64_t dim, const int64_t *lhs,
+         const int64_t *rhs, int64_t id_stride, int64_t n, int64_t chunk, int64_t batch_negs, const int64_t *lneg,
+         const int64_t *rneg, int64_t uniform, int64_t kind, float margin, float lr, const float *corr_l,
+         const float *corr_r, const int bf16, uint64_t seed) {
+    float *ltab = ltab_v, *rtab = rtab_v;
+    uint16_t *lhalf = ltab_v, *rhalf = rtab_v;
+    const int64_t row_bytes = dim * (bf16 ? 2 : 4);
+#define LROW(r) (bf16 ? (const void *)(lhalf + (r) * stride) : (const void *)(ltab + (r) * stride))
+#define RROW(r) (bf16 ? (const void *)(rhalf + (r) * stride) : (const void *)(rtab + (r) * stride))
+    const int corrected = corr_l != NULL || corr_r != NULL;
+    uint64_t rng = seed | 1u;
     const int64_t u = uniform, width = (batch_negs ? chunk : 1) + u; /* candidates (rows combined) per row */
     const int64_t block = batch_negs ? chunk * chunk : chunk;
     const int64_t widest = (batch_negs ? chunk * chunk : 0) > chunk * u ? chunk * chunk : chunk * u;
-    const size_t floats = (size_t)(2 * (chunk + u) * dim + 3 * block + 4 * chunk * u + 3 * width + 2 * chunk
+    const size_t staged = bf16 ? (size_t)(2 * (chunk + u) * dim) : 0; /* the chunk's rows widened */
+    const size_t floats = staged + (size_t)(2 * (chunk + u)) + (size_t)(2 * (chunk + u) * dim + 3 * block + 4 * chunk * u + 3 * width + 2 * chunk
                                    + 2 * chunk * (batch_negs ? chunk : 0) + 2 * chunk * u + widest + 2 * chunk);
     float *scratch = malloc(floats * sizeof(float));
     const float **ptr = malloc((size_t)(2 * (chunk + u) + 2 * width) * sizeof(float *));
@@ -548,7 +603,10 @@ double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int6
         free(scratch), free(ptr), free(ids);
         return -1.0;
     }
-    float *d_l = scratch;             /* (m, dim) gradient of each lhs occurrence */
+    float *stage_l = scratch, *stage_r = scratch + (bf16 ? (chunk + u) * dim : 0);
+    float *fl = scratch + staged;     /* (m + u) e^-correction of lhs_0.., lneg_0.. (softmax with corrections) */
+    float *fr = fl + chunk + u;       /* (m + u) the same of rhs_0.., rneg_0.. */
+    float *d_l = fr + chunk + u;      /* (m, dim) gradient of each lhs occurrence */
     float *d_r = d_l + chunk * dim;   /* (m, dim) rhs occurrences */
     float *d_ln = d_r + chunk * dim;  /* (u, dim) lhs negatives */
     float *d_rn = d_ln + u * dim;     /* (u, dim) rhs negatives */
@@ -577,25 +635,40 @@ double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int6
         const int64_t w = batch_negs ? m : 0; /* batch candidates per query */
         const int64_t *ln = lneg + c * u, *rn = rneg + c * u;
         const int64_t *li = lhs + first * id_stride, *ri = rhs + first * id_stride;
-        for (int64_t i = 0; i < m; i++) {
-            lp[i] = ltab + li[i * id_stride] * stride;
-            rp[i] = rtab + ri[i * id_stride] * stride;
-        }
-        for (int64_t k = 0; k < u; k++) {
-            lp[m + k] = ltab + ln[k] * stride;
-            rp[m + k] = rtab + rn[k] * stride;
+        if (bf16) {
+            for (int64_t i = 0; i < m; i++) {
+                widen_row(stage_l + i * dim, lhalf + li[i * id_stride] * stride, dim);
+                widen_row(stage_r + i * dim, rhalf + ri[i * id_stride] * stride, dim);
+            }
+            for (int64_t k = 0; k < u; k++) {
+                widen_row(stage_l + (m + k) * dim, lhalf + ln[k] * stride, dim);
+                widen_row(stage_r + (m + k) * dim, rhalf + rn[k] * stride, dim);
+            }
+            for (int64_t i = 0; i < m + u; i++) {
+                lp[i] = stage_l + i * dim;
+                rp[i] = stage_r + i * dim;
+            }
+        } else {
+            for (int64_t i = 0; i < m; i++) {
+                lp[i] = ltab + li[i * id_stride] * stride;
+                rp[i] = rtab + ri[i * id_stride] * stride;
+            }
+            for (int64_t k = 0; k < u; k++) {
+                lp[m + k] = ltab + ln[k] * stride;
+                rp[m + k] = rtab + rn[k] * stride;
+            }
         }
         /* the next chunk's rows are read from memory while this one computes (they are random rows
          * of tables larger than the caches: waiting for them would take most of the time) */
         if (first + chunk < n) {
             const int64_t next = first + chunk < n - chunk ? chunk : n - first - chunk;
             for (int64_t i = 0; i < next; i++) {
-                prefetch_row(ltab + li[(chunk + i) * id_stride] * stride, dim);
-                prefetch_row(rtab + ri[(chunk + i) * id_stride] * stride, dim);
+                prefetch_row(LROW(li[(chunk + i) * id_stride]), row_bytes);
+                prefetch_row(RROW(ri[(chunk + i) * id_stride]), row_bytes);
             }
             for (int64_t k = 0; k < u; k++) {
-                prefetch_row(ltab + ln[u + k] * stride, dim);
-                prefetch_row(rtab + rn[u + k] * stride, dim);
+                prefetch_row(LROW(ln[u + k]), row_bytes);
+                prefetch_row(RROW(rn[u + k]), row_bytes);
             }
         }
         /* scores: B (or its diagonal), lhs_i against the rhs negatives, rhs_i against the lhs negatives */
@@ -620,16 +693,39 @@ double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int6
                 kul[i * u + k] = ln[k] != own_l ? 1.0f : 0.0f;
             }
         }
+        /* softmax with corrections, one shift for the chunk: each candidate's mask times its e^-correction */
+        const int shared_shift = kind == LOSS_SOFTMAX || (kind == LOSS_LOGISTIC && !corrected);
+        if (corrected && shared_shift) {
+            for (int64_t i = 0; i < m; i++) {
+                fl[i] = corr_l ? expf(-corr_l[li[i * id_stride]]) : 1.0f;
+                fr[i] = corr_r ? expf(-corr_r[ri[i * id_stride]]) : 1.0f;
+            }
+            for (int64_t k = 0; k < u; k++) {
+                fl[m + k] = corr_l ? expf(-corr_l[ln[k]]) : 1.0f;
+                fr[m + k] = corr_r ? expf(-corr_r[rn[k]]) : 1.0f;
+            }
+            for (int64_t i = 0; i < m; i++) {
+                for (int64_t j = 0; j < w; j++) {
+                    kr[i * w + j] *= fr[j];
+                    kl[i * w + j] *= fl[i]; /* column j of B, the query rhs_j: candidate lhs_i */
+                }
+                for (int64_t k = 0; k < u; k++) {
+                    kur[i * u + k] *= fr[m + k];
+                    kul[i * u + k] *= fl[m + k];
+                }
+            }
+        }
         float *grad_b = b; /* where dL/dB ends up */
         double loss = -1.0;
-        if (kind != LOSS_RANKING) {
+        if (shared_shift) {
             if (kind == LOSS_SOFTMAX) { /* kept for row_loss, should one shift not do */
                 memcpy(gb, b, (size_t)(m * w) * sizeof(float));
                 memcpy(urt, ur, (size_t)(m * u) * sizeof(float));
                 memcpy(ult, ul, (size_t)(m * u) * sizeof(float));
                 memcpy(pos_grad, pos, (size_t)m * sizeof(float));
             }
-            loss = chunk_losses((int)kind, m, w, u, b, ur, ul, pos, kr, kl, kur, kul, work);
+            loss = chunk_losses((int)kind, m, w, u, b, ur, ul, pos, kr, kl, kur, kul, corrected ? fr : NULL,
+                                corrected ? fl : NULL, work);
             if (loss < 0.0) {
                 memcpy(b, gb, (size_t)(m * w) * sizeof(float));
                 memcpy(ur, urt, (size_t)(m * u) * sizeof(float));
@@ -649,8 +745,13 @@ double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int6
             for (int64_t i = 0; i < m; i++) {
                 memcpy(row, b + i * w, (size_t)w * sizeof(float));
                 memcpy(row + w, ur + i * u, (size_t)u * sizeof(float));
-                loss += row_loss((int)kind, margin, b[DIAG(i)], row, ids, w + u, ri[i * id_stride], keep,
-                                 &pos_grad[i]);
+                float p = b[DIAG(i)];
+                if (corr_r) {
+                    for (int64_t j = 0; j < w + u; j++)
+                        row[j] -= corr_r[ids[j]];
+                    p -= corr_r[ri[i * id_stride]];
+                }
+                loss += row_loss((int)kind, margin, p, row, ids, w + u, ri[i * id_stride], keep, &pos_grad[i]);
                 memcpy(gb + i * w, row, (size_t)w * sizeof(float));
                 memcpy(ur + i * u, row + w, (size_t)u * sizeof(float));
             }
@@ -663,8 +764,13 @@ double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int6
                 for (int64_t j = 0; j < w; j++)
                     row[j] = b[j * m + i];
                 memcpy(row + w, ul + i * u, (size_t)u * sizeof(float));
-                float dpos;
-                loss += row_loss((int)kind, margin, b[DIAG(i)], row, ids, w + u, li[i * id_stride], keep, &dpos);
+                float dpos, p = b[DIAG(i)];
+                if (corr_l) {
+                    for (int64_t j = 0; j < w + u; j++)
+                        row[j] -= corr_l[ids[j]];
+                    p -= corr_l[li[i * id_stride]];
+                }
+                loss += row_loss((int)kind, margin, p, row, ids, w + u, li[i * id_stride], keep, &dpos);
                 pos_grad[i] += dpos;
                 for (int64_t j = 0; j < w; j++)
                     gb[j * m + i] += row[j];
@@ -709,16 +815,48 @@ double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int6
             combine(d_ln + k * dim, ult + k * m, rp, m, dim);
         }
         /* one Adagrad step per occurrence: lhs, rhs, lhs negatives, rhs negatives */
-        for (int64_t i = 0; i < m; i++)
-            adagrad_row(ltab, stride, lstate, li[i * id_stride], d_l + i * dim, dim, lr);
-        for (int64_t i = 0; i < m; i++)
-            adagrad_row(rtab, stride, rstate, ri[i * id_stride], d_r + i * dim, dim, lr);
-        for (int64_t k = 0; k < u; k++)
-            adagrad_row(ltab, stride, lstate, ln[k], d_ln + k * dim, dim, lr);
-        for (int64_t k = 0; k < u; k++)
-            adagrad_row(rtab, stride, rstate, rn[k], d_rn + k * dim, dim, lr);
+        if (bf16) {
+            for (int64_t i = 0; i < m; i++)
+                adagrad_row_bf16(lhalf, stride, lstate, li[i * id_stride], d_l + i * dim, dim, lr, &rng);
+            for (int64_t i = 0; i < m; i++)
+                adagrad_row_bf16(rhalf, stride, rstate, ri[i * id_stride], d_r + i * dim, dim, lr, &rng);
+            for (int64_t k = 0; k < u; k++)
+                adagrad_row_bf16(lhalf, stride, lstate, ln[k], d_ln + k * dim, dim, lr, &rng);
+            for (int64_t k = 0; k < u; k++)
+                adagrad_row_bf16(rhalf, stride, rstate, rn[k], d_rn + k * dim, dim, lr, &rng);
+        } else {
+            for (int64_t i = 0; i < m; i++)
+                adagrad_row(ltab, stride, lstate, li[i * id_stride], d_l + i * dim, dim, lr);
+            for (int64_t i = 0; i < m; i++)
+                adagrad_row(rtab, stride, rstate, ri[i * id_stride], d_r + i * dim, dim, lr);
+            for (int64_t k = 0; k < u; k++)
+                adagrad_row(ltab, stride, lstate, ln[k], d_ln + k * dim, dim, lr);
+            for (int64_t k = 0; k < u; k++)
+                adagrad_row(rtab, stride, rstate, rn[k], d_rn + k * dim, dim, lr);
+        }
 #undef DIAG
     }
+#undef LROW
+#undef RROW
     free(scratch), free(ptr), free(ids);
     return total;
+}
+
+VECTOR_CLONES
+double dot_step_f32(float *ltab, float *lstate, float *rtab, float *rstate, int64_t stride, int64_t dim,
+                    const int64_t *lhs, const int64_t *rhs, int64_t id_stride, int64_t n, int64_t chunk,
+                    int64_t batch_negs, const int64_t *lneg, const int64_t *rneg, int64_t uniform, int64_t kind,
+                    float margin, float lr, const float *corr_l, const float *corr_r) {
+    return dot_step(ltab, lstate, rtab, rstate, stride, dim, lhs, rhs, id_stride, n, chunk, batch_negs, lneg, rneg,
+                    uniform, kind, margin, lr, corr_l, corr_r, 0, 0);
+}
+
+/* The same step on bfloat16 tables (float32 Adagrad state). */
+VECTOR_CLONES
+double dot_step_bf16(uint16_t *ltab, float *lstate, uint16_t *rtab, float *rstate, int64_t stride, int64_t dim,
+                     const int64_t *lhs, const int64_t *rhs, int64_t id_stride, int64_t n, int64_t chunk,
+                     int64_t batch_negs, const int64_t *lneg, const int64_t *rneg, int64_t uniform, int64_t kind,
+                     float margin, float lr, const float *corr_l, const float *corr_r, uint64_t seed) {
+    return dot_step(ltab, lstate, rtab, rstate, stride, dim, lhs, rhs, id_stride, n, chunk, batch_negs, lneg, rneg,
+                    uniform, kind, margin, lr, corr_l, corr_r, 1, seed);
 }

@@ -1,5 +1,6 @@
-"""The fused compiled step of dot-product models (dot_step_f32) against a naive reference: each chunk's
-loss with autograd on one leaf per occurrence, then row-wise Adagrad one occurrence at a time."""
+"""The fused compiled step of dot-product models (dot_step_f32 / dot_step_bf16) against a naive reference:
+each chunk's loss with autograd on one leaf per occurrence (sampling corrections subtracted from the
+scores), then row-wise Adagrad one occurrence at a time."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ LR = 0.3
 
 def naive_chunk(left: torch.Tensor, right: torch.Tensor, left_state: torch.Tensor, right_state: torch.Tensor,
                 lhs: list[int], rhs: list[int], lneg: list[int], rneg: list[int], batch: bool, loss: str,
-                margin: float) -> float:
-    """One chunk: loss of both directions, gradients per occurrence, Adagrad per occurrence (in place)."""
+                margin: float, corrections: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """One chunk: loss of both directions, gradients per occurrence, Adagrad per occurrence (in place).
+    `corrections` (lhs, rhs): each score of a direction, the positive's included, less its candidate's."""
+    corr_l, corr_r = corrections if corrections is not None else (torch.zeros(ENTITIES), torch.zeros(ENTITIES))
     l_rows = [left[i].clone().requires_grad_() for i in lhs]
     r_rows = [right[i].clone().requires_grad_() for i in rhs]
     ln_rows = [left[i].clone().requires_grad_() for i in lneg]
@@ -33,13 +36,13 @@ def naive_chunk(left: torch.Tensor, right: torch.Tensor, left_state: torch.Tenso
         # predict rhs: query lhs_i, candidates the chunk's rhs (batch) and the rhs negatives
         batch_r = [(rhs[j], r_rows[j]) for j in range(len(rhs))] if batch else []
         cands = batch_r + list(zip(rneg, rn_rows, strict=True))
-        neg = [torch.dot(l_rows[i], v) for e, v in cands if e != rhs[i]]
-        total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]), torch.stack(neg), margin)
+        neg = [torch.dot(l_rows[i], v) - corr_r[e] for e, v in cands if e != rhs[i]]
+        total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]) - corr_r[rhs[i]], torch.stack(neg), margin)
         # predict lhs: query rhs_i, candidates the chunk's lhs and the lhs negatives
         batch_l = [(lhs[j], l_rows[j]) for j in range(len(lhs))] if batch else []
         cands = batch_l + list(zip(lneg, ln_rows, strict=True))
-        neg = [torch.dot(v, r_rows[i]) for e, v in cands if e != lhs[i]]
-        total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]), torch.stack(neg), margin)
+        neg = [torch.dot(v, r_rows[i]) - corr_l[e] for e, v in cands if e != lhs[i]]
+        total = total + naive_loss(loss, torch.dot(l_rows[i], r_rows[i]) - corr_l[lhs[i]], torch.stack(neg), margin)
     total.backward()
     for table, state, ids, rows in ((left, left_state, lhs, l_rows), (right, right_state, rhs, r_rows),
                                     (left, left_state, lneg, ln_rows), (right, right_state, rneg, rn_rows)):
@@ -62,18 +65,43 @@ def naive_chunk(left: torch.Tensor, right: torch.Tensor, left_state: torch.Tenso
 ])
 def test_fused_step_equals_naive(tiny_dataset: Path, loss: str, batch: bool, uniform: int,  # noqa: F811
                                  two_tables: bool, scale: float) -> None:
+    check_against_naive(tiny_dataset, loss, batch, uniform, two_tables, scale)
+
+
+@pytest.mark.parametrize(("loss", "batch", "uniform", "two_tables"), [
+    ("softmax", True, 4, True), ("logistic", True, 3, False), ("ranking", False, 3, True)])
+def test_fused_step_with_sampling_corrections_equals_naive(tiny_dataset: Path, loss: str, batch: bool,  # noqa: F811
+                                                           uniform: int, two_tables: bool) -> None:
+    check_against_naive(tiny_dataset, loss, batch, uniform, two_tables, 1.0, corrected=True)
+
+
+@pytest.mark.parametrize(("loss", "corrected"), [("softmax", False), ("softmax", True), ("logistic", False)])
+def test_fused_step_on_bfloat16_tables_equals_naive(tiny_dataset: Path, loss: str, corrected: bool) -> None:  # noqa: F811
+    """bfloat16 tables: the reference runs in float32 from the same (rounded) values; the kernel's writes are
+    rounded stochastically, so rows agree to a few bfloat16 steps (2^-8 relative), the loss and the float32
+    Adagrad state closely."""
+    check_against_naive(tiny_dataset, loss, True, 4, True, 1.0, corrected=corrected, bf16=True)
+
+
+def check_against_naive(dataset: Path, loss: str, batch: bool, uniform: int, two_tables: bool, scale: float,
+                        corrected: bool = False, bf16: bool = False) -> None:
     require_kernels()
     chunk = 3
     config = make_config("none", "dot", True, loss, num_batch_negs=chunk if batch else 0, num_uniform_negs=uniform,
                          lr=LR)
     config = config.replace(model=type(config.model)(**{**config.model.__dict__, "dimension": DIM}))
-    model = Model(config, Dataset(tiny_dataset))
+    model = Model(config, Dataset(dataset))
     step = BatchStep(model, config.training, {}, {})
     assert step.fused
     init = torch.Generator().manual_seed(5)
-    left = Table(scale * torch.randn(ENTITIES, DIM, generator=init), torch.rand(ENTITIES, generator=init), ENTITIES)
-    right = Table(scale * torch.randn(ENTITIES, DIM, generator=init), torch.rand(ENTITIES, generator=init),
-                  ENTITIES) if two_tables else left
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    left = Table((scale * torch.randn(ENTITIES, DIM, generator=init)).to(dtype), torch.rand(ENTITIES, generator=init),
+                 ENTITIES)
+    right = Table((scale * torch.randn(ENTITIES, DIM, generator=init)).to(dtype),
+                  torch.rand(ENTITIES, generator=init), ENTITIES) if two_tables else left
+    # log expected counts, as training.sampling_correction gives: a few units either side of 0
+    corrections = (torch.randn(ENTITIES, generator=init) * 2, torch.randn(ENTITIES, generator=init) * 2) \
+        if corrected else None
     # a repeated rhs (4) and lhs (3) within a chunk, a self-loop (9, 9), a last chunk of 2
     lhs = [0, 1, 3, 3, 9, 5, 2, 11]
     rhs = [4, 4, 7, 8, 9, 1, 10, 2]
@@ -87,7 +115,7 @@ def test_fused_step_equals_naive(tiny_dataset: Path, loss: str, batch: bool, uni
     if uniform:
         lneg[0, 0], rneg[0, 0] = lhs[0], rhs[0]  # a negative that is the positive: not a negative of that edge
 
-    expected_left, expected_right = left.embeddings.clone(), right.embeddings.clone()
+    expected_left, expected_right = left.embeddings.float().clone(), right.embeddings.float().clone()
     expected_ls, expected_rs = left.state.clone(), right.state.clone()
     if not two_tables:
         expected_right, expected_rs = expected_left, expected_ls
@@ -95,18 +123,22 @@ def test_fused_step_equals_naive(tiny_dataset: Path, loss: str, batch: bool, uni
     for c in range(chunks):
         rows = slice(c * size, min(n, (c + 1) * size))
         expected_loss += naive_chunk(expected_left, expected_right, expected_ls, expected_rs, lhs[rows], rhs[rows],
-                                     lneg[c].tolist(), rneg[c].tolist(), batch, loss, config.model.margin)
+                                     lneg[c].tolist(), rneg[c].tolist(), batch, loss, config.model.margin,
+                                     corrections)
 
     generator = torch.Generator().manual_seed(11)  # the step draws the same negatives: lhs side, then rhs
     original = step._negatives
     fixed = iter([lneg, rneg])
     step._negatives = lambda table, count, gen: (next(fixed), original(table, count, gen))[0]  # type: ignore
-    got = step.train_batch(left, right, batch_ids[:, 0], batch_ids[:, 1], batch_ids[:, 2], generator)
-    assert got == pytest.approx(expected_loss, rel=1e-5, abs=1e-5)
-    torch.testing.assert_close(left.embeddings, expected_left, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(left.state, expected_ls, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(right.embeddings, expected_right, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(right.state, expected_rs, rtol=1e-4, atol=1e-5)
+    got = step.train_batch(left, right, batch_ids[:, 0], batch_ids[:, 1], batch_ids[:, 2], generator, corrections)
+    assert left.embeddings.dtype == dtype  # updated in place, in the storage dtype
+    # bfloat16: a row's later chunks see its earlier updates rounded (a step is 2^-8 of the value)
+    close = {"rtol": 3e-2, "atol": 3e-2} if bf16 else {"rtol": 1e-5, "atol": 1e-5}
+    assert got == pytest.approx(expected_loss, rel=1e-2 if bf16 else 1e-5, abs=1e-5)
+    torch.testing.assert_close(left.embeddings.float(), expected_left, **close)
+    torch.testing.assert_close(left.state, expected_ls, rtol=5e-2 if bf16 else 1e-4, atol=1e-5)
+    torch.testing.assert_close(right.embeddings.float(), expected_right, **close)
+    torch.testing.assert_close(right.state, expected_rs, rtol=5e-2 if bf16 else 1e-4, atol=1e-5)
 
 
 def test_fused_step_is_used_only_where_it_applies(tiny_dataset: Path) -> None:  # noqa: F811
@@ -123,7 +155,7 @@ def test_fused_step_is_used_only_where_it_applies(tiny_dataset: Path) -> None:  
     assert not fused("diagonal")
     assert not fused(comparator="cos")
     assert not fused(self_negatives=True)
-    assert not fused(sampling_correction=True)
+    assert fused(sampling_correction=True) == (kernels() is not None)
     assert not fused(all_negs=True)
     assert not fused(fused_step=False)
 

@@ -151,7 +151,10 @@ class ParquetWriter(Writer):
         super().__init__(path, dim, total, dtype)
         value_type = pa.float16() if dtype == np.float16 else pa.float32()
         self.schema = pa.schema([("id", pa.string()), ("vector", pa.list_(value_type, dim))])
-        self.writer = pq.ParquetWriter(self.temp, self.schema)
+        # embeddings are incompressible and never filtered on: no dictionary, statistics or compression for
+        # the vectors (with them, writing float16 vectors ran at ~65k rows/s instead of ~300k)
+        self.writer = pq.ParquetWriter(self.temp, self.schema, use_dictionary=False, write_statistics=["id"],
+                                       compression={"id": "snappy", "vector.list.element": "none"})
 
     def write(self, ids: pa.Array, vectors: np.ndarray) -> None:
         flat = pa.array(np.ascontiguousarray(vectors, dtype=self.dtype).reshape(-1))

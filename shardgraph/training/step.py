@@ -21,9 +21,10 @@ autograd carries them through the operators into leaf copies of the rows the bat
 which are then updated in the shared tables (row-wise Adagrad, no locks).
 
 Models scored by a plain dot product (operator none, comparator dot: the walks' skip-gram) on
-float32 tables on the CPU take a fused compiled step instead (`dot_step_f32` in
-shardgraph/_kernels.c): the same losses, negatives and updates, applied after each chunk, with no
-interpreter work per chunk. With few negatives per edge it is several times faster.
+float32 or bfloat16 tables on the CPU take a fused compiled step instead (`dot_step_f32` /
+`dot_step_bf16` in shardgraph/_kernels.c): the same losses, negatives, sampling corrections and
+updates, applied after each chunk, with no interpreter work per chunk. With few negatives per edge
+it is several times faster.
 """
 
 from __future__ import annotations
@@ -48,26 +49,26 @@ from shardgraph.model.operators import Params
 from shardgraph.training.optim import adagrad_, dense_adagrad_, rowwise_adagrad_
 from shardgraph.utils.kernels import kernels
 
-FUSED_LOSSES = {"ranking": 0, "logistic": 1, "softmax": 2}  # the loss codes of dot_step_f32
+FUSED_LOSSES = {"ranking": 0, "logistic": 1, "softmax": 2}  # the loss codes of dot_step_f32 / _bf16
 
 
 def fusable(model: Model, training: TrainingConfig, device: torch.device) -> bool:
     """Whether every batch of the model can take the fused compiled step: the kernel is built, the device is
     the CPU, a plain dot product with no operator, and nothing the kernel does not do (a bias, max-norm,
-    regulariser, weights, corrections, own negatives). The tables must also be float32 (_fused_table)."""
+    regulariser, weights, own negatives). The tables must also be float32 or bfloat16 (_fused_table)."""
     m = model.config.model
     return (training.fused_step and kernels() is not None and device.type == "cpu"
             and all(rel.operator == "none" for rel in model.relations)
             and model.comparator.name == "dot" and model.loss.name in FUSED_LOSSES
             and m.max_norm == 0 and not m.global_bias
             and (m.regularizer == "none" or m.regularization_weight == 0) and not bool((model.weights != 1).any())
-            and not training.all_negs and not training.sampling_correction and not training.self_negatives)
+            and not training.all_negs and not training.self_negatives)
 
 
 def _fused_table(table: Table) -> bool:
-    """The fused step reads and writes the table in place: float32 rows on the CPU, float32 state."""
+    """The fused step reads and writes the table in place: float32 or bfloat16 rows on the CPU, float32 state."""
     e = table.embeddings
-    return (e.dtype == torch.float32 and e.device.type == "cpu" and e.stride(1) == 1 and table.bias is None
+    return (e.dtype in (torch.float32, torch.bfloat16) and e.device.type == "cpu" and e.stride(1) == 1 and table.bias is None
             and table.state.dtype == torch.float32 and table.state.is_contiguous())
 
 
@@ -160,9 +161,10 @@ class BatchStep:
         `corrections` (training.sampling_correction) are subtracted from the candidates' scores.
         `self_loops` (training.self_negatives): sorted keys entity * R + relation of the bucket's
         training self-loops, whose entity is not a negative of its own query."""
-        if (self.fused and corrections is None and self_loops is None and _fused_table(lhs_table)
-                and _fused_table(rhs_table) and lhs_table.embeddings.stride(0) == rhs_table.embeddings.stride(0)):
-            return self._train_fused(lhs_table, rhs_table, lhs, rhs, generator)
+        if (self.fused and self_loops is None and _fused_table(lhs_table) and _fused_table(rhs_table)
+                and lhs_table.embeddings.dtype == rhs_table.embeddings.dtype
+                and lhs_table.embeddings.stride(0) == rhs_table.embeddings.stride(0)):
+            return self._train_fused(lhs_table, rhs_table, lhs, rhs, generator, corrections)
         loss = 0.0
         for rows, chunk in self.chunk_parts(lhs.shape[0]):
             loss += self._train_chunks(lhs_table, rhs_table, lhs[rows], rel[rows], rhs[rows], chunk, generator,
@@ -182,8 +184,9 @@ class BatchStep:
 
     # ------------------------------------------------------------------ internals
     def _train_fused(self, lhs_table: Table, rhs_table: Table, lhs: Tensor, rhs: Tensor,
-                     generator: torch.Generator) -> float:
-        """train_batch through dot_step_f32: the same chunks and uniform negatives, drawn the same way."""
+                     generator: torch.Generator, corrections: Corrections | None) -> float:
+        """train_batch through dot_step_f32 / dot_step_bf16: the same chunks and uniform negatives, drawn the
+        same way, the same corrections."""
         library = kernels()
         assert library is not None
         t = self.training
@@ -196,11 +199,17 @@ class BatchStep:
         if lhs.stride(0) != rhs.stride(0) or lhs.dtype != torch.int64 or rhs.dtype != torch.int64:
             lhs, rhs = lhs.long().contiguous(), rhs.long().contiguous()
         left, right = lhs_table.embeddings, rhs_table.embeddings
-        loss = library.dot_step_f32(
-            left.data_ptr(), lhs_table.state.data_ptr(), right.data_ptr(), rhs_table.state.data_ptr(),
-            left.stride(0), dim, lhs.data_ptr(), rhs.data_ptr(), lhs.stride(0), n, chunk, int(batch_negs),
-            lhs_neg.data_ptr(), rhs_neg.data_ptr(), lhs_neg.shape[1], FUSED_LOSSES[self.model.loss.name],
-            self.model.loss.margin, self.lr)
+        if corrections is not None:
+            corrections = (corrections[0].float().contiguous(), corrections[1].float().contiguous())
+        correction_ptrs = (corrections[0].data_ptr(), corrections[1].data_ptr()) if corrections else (None, None)
+        args = (left.data_ptr(), lhs_table.state.data_ptr(), right.data_ptr(), rhs_table.state.data_ptr(),
+                left.stride(0), dim, lhs.data_ptr(), rhs.data_ptr(), lhs.stride(0), n, chunk, int(batch_negs),
+                lhs_neg.data_ptr(), rhs_neg.data_ptr(), lhs_neg.shape[1], FUSED_LOSSES[self.model.loss.name],
+                self.model.loss.margin, self.lr, *correction_ptrs)
+        if left.dtype == torch.bfloat16:  # stochastic rounding of the writes, seeded from the batch's generator
+            loss = library.dot_step_bf16(*args, int(torch.randint(1 << 62, (1,), generator=generator).item()))
+        else:
+            loss = library.dot_step_f32(*args)
         if loss < 0:  # every loss is >= 0: the kernel could not allocate its scratch
             raise MemoryError(f"the training step could not allocate the scratch of a chunk of {chunk} edges")
         return float(loss)

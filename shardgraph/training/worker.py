@@ -494,6 +494,6 @@ class ThreadPool:
 
 def thread_workers(config: Config, model: Model, workers: int) -> bool:
     """Whether the workers can be threads: several of them, and every batch takes the fused compiled step
-    (float32 tables on the CPU, a model it computes, the kernel built)."""
-    return (workers > 1 and config.storage.storage_dtype == "float32"
+    (float32 or bfloat16 tables on the CPU, a model it computes, the kernel built)."""
+    return (workers > 1 and config.storage.storage_dtype in ("float32", "bfloat16")
             and fusable(model, config.training, torch.device(config.training.device)))

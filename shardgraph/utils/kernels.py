@@ -43,7 +43,10 @@ def kernels() -> ctypes.CDLL | None:
     library.count_rank_block.restype = None
     library.collapse_blanks.argtypes = [pointer, i64, pointer]
     library.collapse_blanks.restype = i64
-    library.dot_step_f32.argtypes = [pointer, pointer, pointer, pointer, i64, i64, pointer, pointer, i64, i64, i64,
-                                     i64, pointer, pointer, i64, i64, f32, f32]
+    step = [pointer, pointer, pointer, pointer, i64, i64, pointer, pointer, i64, i64, i64, i64, pointer, pointer, i64,
+            i64, f32, f32, pointer, pointer]
+    library.dot_step_f32.argtypes = step
     library.dot_step_f32.restype = ctypes.c_double
+    library.dot_step_bf16.argtypes = [*step, ctypes.c_uint64]
+    library.dot_step_bf16.restype = ctypes.c_double
     return library
