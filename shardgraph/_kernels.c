@@ -860,3 +860,88 @@ double dot_step_bf16(uint16_t *ltab, float *lstate, uint16_t *rtab, float *rstat
     return dot_step(ltab, lstate, rtab, rstate, stride, dim, lhs, rhs, id_stride, n, chunk, batch_negs, lneg, rneg,
                     uniform, kind, margin, lr, corr_l, corr_r, 1, seed);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Import: the id dictionary (shardgraph/data/dictionary.py) as an open-addressing hash table of 128-bit
+ * keys (two 64-bit hashes of the id string) -> dense ids. Slots: first[cap], second[cap], id[cap]
+ * (uint32, EMPTY_ID where free); cap a power of two; linear probing from first & (cap - 1) (the halves
+ * are already avalanched). Two keys are one only when both halves are equal. One probe per id instead of
+ * a sort and a binary search per level of sorted arrays: the import of 30M edges spent 40 s of 70 there. */
+#define EMPTY_ID 0xffffffffu
+
+static inline int64_t idmap_slot(const uint64_t *first, const uint64_t *second, const uint32_t *ids, int64_t mask,
+                                 uint64_t f, uint64_t s) {
+    int64_t slot = (int64_t)(f & (uint64_t)mask);
+    while (ids[slot] != EMPTY_ID && (first[slot] != f || second[slot] != s))
+        slot = (slot + 1) & mask;
+    return slot;
+}
+
+/* For each of the n keys (f[i], s[i]): out[i] = its id, or -1 when absent and not `insert`. With `insert`
+ * an absent key gets the id next_id, next_id + 1, ... in order of first appearance, and its row goes to
+ * new_rows. The caller keeps the table under 3/4 full (count + n <= 3 cap / 4). Returns the new keys' count. */
+int64_t idmap_lookup(uint64_t *first, uint64_t *second, uint32_t *ids, int64_t cap, const uint64_t *f,
+                     const uint64_t *s, int64_t n, int64_t insert, int64_t next_id, int64_t *out,
+                     int64_t *new_rows) {
+    const int64_t mask = cap - 1, ahead = 16;
+    int64_t added = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i + ahead < n) { /* random slots of a table larger than the caches: fetch them early */
+            const int64_t later = (int64_t)(f[i + ahead] & (uint64_t)mask);
+            __builtin_prefetch(&ids[later]);
+            __builtin_prefetch(&first[later]);
+        }
+        const int64_t slot = idmap_slot(first, second, ids, mask, f[i], s[i]);
+        if (ids[slot] != EMPTY_ID) {
+            out[i] = ids[slot];
+        } else if (insert) {
+            first[slot] = f[i], second[slot] = s[i];
+            ids[slot] = (uint32_t)(next_id + added);
+            out[i] = next_id + added;
+            new_rows[added++] = i;
+        } else {
+            out[i] = -1;
+        }
+    }
+    return added;
+}
+
+/* Move every key of one table into another, larger (empty) one. */
+void idmap_rehash(const uint64_t *first, const uint64_t *second, const uint32_t *ids, int64_t cap,
+                  uint64_t *to_first, uint64_t *to_second, uint32_t *to_ids, int64_t to_cap) {
+    for (int64_t i = 0; i < cap; i++) {
+        if (ids[i] == EMPTY_ID)
+            continue;
+        const int64_t slot = idmap_slot(to_first, to_second, to_ids, to_cap - 1, first[i], second[i]);
+        to_first[slot] = first[i], to_second[slot] = second[i], to_ids[slot] = ids[i];
+    }
+}
+
+/* The two 64-bit hashes of each of n strings (bytes data[offsets[i] .. offsets[i + 1]), non-empty) that
+ * shardgraph/data/dictionary.py computes with numpy, in one pass: per half, the sum over positions p of
+ * tables[half][byte] * multiplier^p (mod 2^64), xor length * multiplier, then murmur3's finaliser. */
+static inline uint64_t fmix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+void hash_strings_u64(const int64_t *offsets, const uint8_t *data, int64_t n, const uint64_t *tables,
+                      uint64_t multiplier0, uint64_t multiplier1, uint64_t *out0, uint64_t *out1) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *p = data + offsets[i];
+        const int64_t length = offsets[i + 1] - offsets[i];
+        uint64_t h0 = 0, h1 = 0, power0 = 1, power1 = 1;
+        for (int64_t k = 0; k < length; k++) {
+            h0 += tables[p[k]] * power0;
+            h1 += tables[256 + p[k]] * power1;
+            power0 *= multiplier0;
+            power1 *= multiplier1;
+        }
+        out0[i] = fmix64(h0 ^ ((uint64_t)length * multiplier0));
+        out1[i] = fmix64(h1 ^ ((uint64_t)length * multiplier1));
+    }
+}

@@ -1,4 +1,7 @@
-"""A compact string-id -> dense-id dictionary for streaming import, in numpy only.
+"""A compact string-id -> dense-id dictionary for streaming import.
+
+Where the compiled kernels are built, the keys below live in an open-addressing hash table in C
+(one probe per id); without them, in the numpy-only structure described here.
 
 Ids are never kept as Python strings. Each block's distinct ids (pyarrow's
 dictionary_encode, in order of first appearance) are hashed to 128-bit keys straight from
@@ -16,6 +19,8 @@ ids with equal 128-bit keys would be merged; for a billion ids the chance is bel
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -24,6 +29,7 @@ _TABLES = np.random.default_rng(0x5A4D).integers(0, 2**63, size=(2, 256), dtype=
 _MULTIPLIERS = (np.uint64(0x9E3779B185EBCA87), np.uint64(0xC2B2AE3D27D4EB4F))
 _MERGE_RATIO = 4
 _HASH_SLICE_BYTES = 1 << 20
+_compiled_hash = True  # hash_strings through the compiled kernel where it is built (tests compare both)
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -73,6 +79,16 @@ def hash_strings(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.diff(offsets)
     if len(lengths) and lengths.min() == 0:
         raise ValueError("empty strings cannot be hashed")
+    from shardgraph.utils.kernels import kernels
+
+    library = kernels()
+    if library is not None and _compiled_hash:  # the same sums in one compiled pass
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        data = np.ascontiguousarray(data)
+        out = (np.empty(len(lengths), np.uint64), np.empty(len(lengths), np.uint64))
+        library.hash_strings_u64(offsets.ctypes.data, data.ctypes.data, len(lengths), _TABLES.ctypes.data,
+                                 int(_MULTIPLIERS[0]), int(_MULTIPLIERS[1]), out[0].ctypes.data, out[1].ctypes.data)
+        return out
     longest = int(lengths.max()) if len(lengths) else 0
     global _POWERS
     if longest > len(_POWERS[0]):
@@ -115,16 +131,77 @@ class _Level:
         return len(self.first)
 
 
-class StringIdTable:
-    """Dense ids for strings, assigned in order of first appearance."""
+class _HashTable:
+    """The keys in an open-addressing hash table of the compiled kernels (idmap_lookup in _kernels.c): one
+    probe per id. 20 bytes a slot, at most 3/4 of them used (27-53 bytes an entity); the table doubles
+    when a block could fill it past that."""
 
-    def __init__(self) -> None:
-        self.levels: list[_Level] = []
-        self.overflow: dict[tuple[int, int], int] = {}
+    def __init__(self, library: Any) -> None:
+        self.library = library
         self.count = 0
+        self._allocate(1 << 16)
+
+    def _allocate(self, capacity: int) -> None:
+        self.first = np.empty(capacity, np.uint64)
+        self.second = np.empty(capacity, np.uint64)
+        self.ids = np.full(capacity, 0xFFFFFFFF, np.uint32)
 
     @property
     def nbytes(self) -> int:
+        return self.first.nbytes + self.second.nbytes + self.ids.nbytes
+
+    def _reserve(self, more: int) -> None:
+        capacity = len(self.ids)
+        while (self.count + more) * 4 > capacity * 3:
+            capacity *= 2
+        if capacity == len(self.ids):
+            return
+        old = (self.first, self.second, self.ids)
+        self._allocate(capacity)
+        self.library.idmap_rehash(old[0].ctypes.data, old[1].ctypes.data, old[2].ctypes.data, len(old[2]),
+                                  self.first.ctypes.data, self.second.ctypes.data, self.ids.ctypes.data, capacity)
+
+    def lookup(self, array: pa.Array, insert: bool) -> tuple[np.ndarray, pa.Array]:
+        first, second = hash_strings(array)
+        if insert:
+            if self.count + len(array) >= 0xFFFFFFFF:
+                raise ValueError("more than 2^32 - 1 distinct ids of one type")
+            self._reserve(len(array))
+        out = np.empty(len(array), np.int64)
+        new_rows = np.empty(len(array) if insert else 0, np.int64)
+        added = self.library.idmap_lookup(self.first.ctypes.data, self.second.ctypes.data, self.ids.ctypes.data,
+                                          len(self.ids), first.ctypes.data, second.ctypes.data, len(array),
+                                          int(insert), self.count, out.ctypes.data, new_rows.ctypes.data)
+        self.count += added
+        return out, array.take(pa.array(new_rows[:added])) if added else array.slice(0, 0)
+
+
+class StringIdTable:
+    """Dense ids for strings, assigned in order of first appearance: a compiled hash table where the C kernels
+    are built (`compiled`, the default), the sorted levels of this module (numpy only) otherwise. Both give
+    the same ids."""
+
+    def __init__(self, compiled: bool = True) -> None:
+        from shardgraph.utils.kernels import kernels
+
+        library = kernels() if compiled else None
+        self.hashed = _HashTable(library) if library is not None else None
+        self.levels: list[_Level] = []
+        self.overflow: dict[tuple[int, int], int] = {}
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        return self.hashed.count if self.hashed is not None else self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._count = value
+
+    @property
+    def nbytes(self) -> int:
+        if self.hashed is not None:
+            return self.hashed.nbytes
         return sum(lv.first.nbytes + lv.second.nbytes + lv.ids.nbytes for lv in self.levels)
 
     def _find(self, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,6 +253,8 @@ class StringIdTable:
         order of their first appearance in `array`."""
         if len(array) == 0:
             return np.zeros(0, np.int64), array
+        if self.hashed is not None:
+            return self.hashed.lookup(array, insert)
         first, second = hash_strings(array)
         unique_first, first_row, inverse = np.unique(first, return_index=True, return_inverse=True)
         unique_second = second[first_row]

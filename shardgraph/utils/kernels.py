@@ -49,4 +49,11 @@ def kernels() -> ctypes.CDLL | None:
     library.dot_step_f32.restype = ctypes.c_double
     library.dot_step_bf16.argtypes = [*step, ctypes.c_uint64]
     library.dot_step_bf16.restype = ctypes.c_double
+    library.idmap_lookup.argtypes = [pointer, pointer, pointer, i64, pointer, pointer, i64, i64, i64, pointer, pointer]
+    library.idmap_lookup.restype = i64
+    library.idmap_rehash.argtypes = [pointer, pointer, pointer, i64, pointer, pointer, pointer, i64]
+    library.idmap_rehash.restype = None
+    library.hash_strings_u64.argtypes = [pointer, pointer, i64, pointer, ctypes.c_uint64, ctypes.c_uint64, pointer,
+                                         pointer]
+    library.hash_strings_u64.restype = None
     return library
