@@ -117,10 +117,26 @@ class _Side:
         """A node per row by weight: inside the row's community where `inside`, else over all (int64)."""
         low = np.where(inside, self.low[communities], 0.0)
         high = np.where(inside, self.high[communities], self.cdf[-1])
-        j = np.searchsorted(self.cdf, low + rng.random(len(low)) * (high - low), side="right")
+        j = _sorted_search(self.cdf, low + rng.random(len(low)) * (high - low))
         lo_bound = np.where(inside, self.bounds[communities], 0)
         hi_bound = np.where(inside, self.bounds[communities + 1], self.nodes) - 1
         return self.by_community[np.clip(j, lo_bound, hi_bound)].astype(np.int64)
+
+
+def _sorted_search(cdf: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """np.searchsorted(cdf, values, side="right"), with the values searched in sorted order: each search then
+    starts where the last ended (random searches into a table of 32M entries miss the caches at every step:
+    6x slower)."""
+    order = np.argsort(values)
+    out = np.empty(len(values), dtype=np.int64)
+    out[order] = np.searchsorted(cdf, values[order], side="right")
+    return out
+
+
+def _count(degree: np.ndarray, nodes: np.ndarray) -> None:
+    """degree[v] += occurrences of v in nodes, in place (bincount with a minlength of 32M allocates and
+    clears 256 MB per call)."""
+    np.add.at(degree, nodes, 1)
 
 
 def _distinct(a: _Side, other: _Side, lo: int, hi: int, count: int, mixing: float, loops_ok: bool,
@@ -182,12 +198,12 @@ def generate(spec: TypedGraphSpec, out: Path, progress: bool = False) -> dict[st
                 held.append((src[test], dst[test]))
                 src, dst = src[~test], dst[~test]
                 has_train_b[dst] = True
-                b_degree += np.bincount(dst, minlength=spec.b_nodes).astype(np.int32)
+                _count(b_degree, dst)
             else:
                 has_train_a[dst] = True
-                a_degree += np.bincount(dst, minlength=spec.a_nodes).astype(np.int32)
+                _count(a_degree, dst)
             has_train_a[src] = True
-            a_degree += np.bincount(src, minlength=spec.a_nodes).astype(np.int32)
+            _count(a_degree, src)
             pq.write_table(_table(src, relation, dst), temp / "train" / f"part-{parts:05d}.parquet")
             parts += 1
             counts[relation] += src.size
@@ -204,8 +220,8 @@ def generate(spec: TypedGraphSpec, out: Path, progress: bool = False) -> dict[st
     if len(back):
         pq.write_table(_table(test_src[back], "ab", test_dst[back]), temp / "train" / f"part-{parts:05d}.parquet")
         counts["ab"] += len(back)
-        a_degree += np.bincount(test_src[back], minlength=spec.a_nodes).astype(np.int32)
-        b_degree += np.bincount(test_dst[back], minlength=spec.b_nodes).astype(np.int32)
+        _count(a_degree, test_src[back])
+        _count(b_degree, test_dst[back])
     pq.write_table(_table(test_src[np.sort(keep)], "ab", test_dst[np.sort(keep)]), temp / "test" / "part-00000.parquet")
     (temp / "config.toml").write_text(CONFIG)
     summary: dict[str, object] = {

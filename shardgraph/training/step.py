@@ -68,8 +68,8 @@ def fusable(model: Model, training: TrainingConfig, device: torch.device) -> boo
 def _fused_table(table: Table) -> bool:
     """The fused step reads and writes the table in place: float32 or bfloat16 rows on the CPU, float32 state."""
     e = table.embeddings
-    return (e.dtype in (torch.float32, torch.bfloat16) and e.device.type == "cpu" and e.stride(1) == 1 and table.bias is None
-            and table.state.dtype == torch.float32 and table.state.is_contiguous())
+    return (e.dtype in (torch.float32, torch.bfloat16) and e.device.type == "cpu" and e.stride(1) == 1
+            and table.bias is None and table.state.dtype == torch.float32 and table.state.is_contiguous())
 
 
 @dataclass
