@@ -10,6 +10,7 @@ import ctypes
 import importlib.util
 import logging
 from functools import cache
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def kernels() -> ctypes.CDLL | None:
     library.count_rank_block.restype = None
     library.collapse_blanks.argtypes = [pointer, i64, pointer]
     library.collapse_blanks.restype = i64
-    step = [pointer, pointer, pointer, pointer, i64, i64, pointer, pointer, i64, i64, i64, i64, pointer, pointer, i64,
-            i64, f32, f32, pointer, pointer]
+    step: list[Any] = [pointer, pointer, pointer, pointer, i64, i64, pointer, pointer, i64, i64, i64, i64, pointer,
+                       pointer, i64, i64, f32, f32, pointer, pointer]
     library.dot_step_f32.argtypes = step
     library.dot_step_f32.restype = ctypes.c_double
     library.dot_step_bf16.argtypes = [*step, ctypes.c_uint64]
