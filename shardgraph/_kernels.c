@@ -573,8 +573,8 @@ static inline double chunk_losses(int kind, int64_t m, int64_t w, int64_t u, flo
 /* Edges (lhs[i], rhs[i]), read with a stride (columns of an edge block); uniform negatives lneg / rneg
  * (chunks, uniform). With corrections corr_l / corr_r (one float per row of each table, or NULL:
  * training.sampling_correction) every score of a direction, the positive's included, is first reduced
- * by the correction of its candidate (lhs rows for the direction that predicts lhs); the chunk is then
- * scored one query at a time. `bf16`: the tables hold bfloat16 (uint16 bit patterns): a chunk's rows are
+ * by the correction of its candidate (lhs rows for the direction that predicts lhs): with softmax in the
+ * chunk's one shift (e^(s - c) = e^s e^-c), with the other losses one query at a time. `bf16`: the tables hold bfloat16 (uint16 bit patterns): a chunk's rows are
  * widened to float32 once, and each update is written back with stochastic rounding (xorshift seeded
  * with `seed`). Returns the summed loss of the n edges, both directions, or -1 where memory for the
  * chunk's scratch could not be had. */
@@ -594,8 +594,10 @@ dot_step(void *ltab_v, float *lstate, void *rtab_v, float *rstate, int64_t strid
     const int64_t block = batch_negs ? chunk * chunk : chunk;
     const int64_t widest = (batch_negs ? chunk * chunk : 0) > chunk * u ? chunk * chunk : chunk * u;
     const size_t staged = bf16 ? (size_t)(2 * (chunk + u) * dim) : 0; /* the chunk's rows widened */
-    const size_t floats = staged + (size_t)(2 * (chunk + u)) + (size_t)(2 * (chunk + u) * dim + 3 * block + 4 * chunk * u + 3 * width + 2 * chunk
-                                   + 2 * chunk * (batch_negs ? chunk : 0) + 2 * chunk * u + widest + 2 * chunk);
+    const size_t factors = (size_t)(2 * (chunk + u)); /* fl, fr below */
+    const size_t floats = staged + factors
+                          + (size_t)(2 * (chunk + u) * dim + 3 * block + 4 * chunk * u + 3 * width + 2 * chunk
+                                     + 2 * chunk * (batch_negs ? chunk : 0) + 2 * chunk * u + widest + 2 * chunk);
     float *scratch = malloc(floats * sizeof(float));
     const float **ptr = malloc((size_t)(2 * (chunk + u) + 2 * width) * sizeof(float *));
     int64_t *ids = malloc((size_t)width * sizeof(int64_t));
