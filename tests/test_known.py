@@ -92,13 +92,46 @@ def test_building_reads_one_partition_at_a_time(tmp_path: Path, umls: dict[str, 
                  progress=False)
     dataset = Dataset(tmp_path / "ds")
     sizes: list[int] = []
-    original = np.lexsort
+    original = known_module._distinct_pairs
 
-    def recording(keys: tuple[np.ndarray, ...]) -> np.ndarray:
-        sizes.append(len(keys[0]))
-        return original(keys)
+    def recording(key: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sizes.append(len(key))
+        return original(key, other)
 
-    monkeypatch.setattr(known_module.np, "lexsort", recording)
+    monkeypatch.setattr(known_module, "_distinct_pairs", recording)
     load_known_edges(dataset, "rhs")
     total = sum(dataset.edge_count(split) for split in ("train", "valid", "test"))
     assert len(sizes) == 8 and sum(sizes) == 2 * total and max(sizes) < total / 2
+
+
+def test_files_are_int32_csr_and_int64_reads_the_same(tmp_path: Path, umls: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import_edges([umls["train"]], tmp_path / "ds", valid=[umls["valid"]], test=[umls["test"]], partitions=2,
+                 progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    load_known_edges(dataset, "rhs")
+    directory = known_directory(dataset) / "rhs"
+    distinct = {(int(lhs), int(rel), int(rhs)) for split in ("train", "valid", "test")
+                for lhs, rel, rhs in dataset.global_edges(split).tolist()}
+    keys = [np.load(directory / f"part_{p}.keys.npy") for p in range(2)]
+    other = [np.load(directory / f"part_{p}.other.npy") for p in range(2)]
+    assert all(a.dtype == np.int32 for a in keys + other)
+    assert sum(map(len, other)) == len(distinct)  # one id per distinct edge, multi-edges once
+    assert sum(map(len, keys)) == len({(lhs, rel) for lhs, rel, _ in distinct})
+    # int64 files (ids or offsets past 2^31) give the same answers
+    monkeypatch.setattr(known_module, "_narrow", lambda values: values)
+    (known_directory(dataset) / "meta.json").unlink()
+    _check(Dataset(tmp_path / "ds"))
+    assert np.load(directory / "part_0.other.npy").dtype == np.int64
+
+
+def test_distinct_pairs_without_room_for_one_int64_key() -> None:
+    rng = np.random.default_rng(3)
+    key = rng.integers(0, 50, size=2000) * 2**40  # key * (max other + 1) overflows int64: the lexsort path
+    other = rng.integers(0, 2**30, size=2000)
+    key, other = np.concatenate([key, key[:300]]), np.concatenate([other, other[:300]])
+    got_key, got_other = known_module._distinct_pairs(key, other)
+    expected = sorted(set(zip(key.tolist(), other.tolist(), strict=True)))
+    assert list(zip(got_key.tolist(), got_other.tolist(), strict=True)) == expected
+    small_key, small_other = known_module._distinct_pairs(key // 2**40, other)
+    assert list(zip(small_key.tolist(), small_other.tolist(), strict=True)) == [(k // 2**40, o) for k, o in expected]

@@ -6,8 +6,13 @@ from the dataset directory, one per partition of the known end, so that neither 
 nor querying it needs the edge list in memory:
 
     DATASET/known/meta.json                      what it was built from
-    DATASET/known/<predict>/part_<p>.keys.npy    (n,) int64 sorted: known global id * R + relation
-    DATASET/known/<predict>/part_<p>.other.npy   (n,) int64: the other end's global id, sorted per key
+    DATASET/known/<predict>/part_<p>.keys.npy    (k,) sorted distinct keys: known global id * R + relation
+    DATASET/known/<predict>/part_<p>.starts.npy  (k + 1,) where each key's ids start in `other`
+    DATASET/known/<predict>/part_<p>.other.npy   the other end's distinct global ids, sorted per key
+
+a CSR per partition of the known end, each array in the narrowest integer type that holds it
+(int32 below 2^31): at 308M edges, 3.5 GB for both directions, against 9.8 GB for a sorted
+(key, id) pair of int64 per edge (format 1).
 
 `predict` is "rhs" (known end = lhs, files per lhs bucket index) or "lhs" (known end = rhs).
 Building reads the buckets of one partition of the known end at a time (all splits) and sorts
@@ -28,7 +33,7 @@ from shardgraph.utils.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
-KNOWN_FORMAT_VERSION = 1
+KNOWN_FORMAT_VERSION = 2
 DIRECTIONS = ("rhs", "lhs")
 
 
@@ -47,12 +52,12 @@ class KnownEdges:
         for p in range(self._parts):  # all there and readable, before the first query
             self._maps(p)
 
-    def _maps(self, p: int) -> tuple[np.ndarray, np.ndarray]:
-        """Memory maps of one partition's key and id files, opened per lookup and dropped after it:
-        maps kept open would keep every page a long ranking pass touched counted in the process's
+    def _maps(self, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memory maps of one partition's key, start and id files, opened per lookup and dropped after
+        it: maps kept open would keep every page a long ranking pass touched counted in the process's
         memory (PSS), up to the whole index."""
-        return (np.load(self._directory / f"part_{p}.keys.npy", mmap_mode="r"),
-                np.load(self._directory / f"part_{p}.other.npy", mmap_mode="r"))
+        return tuple(np.load(self._directory / f"part_{p}.{name}.npy", mmap_mode="r")
+                     for name in ("keys", "starts", "other"))
 
     def _bucket_index(self, known: np.ndarray, rel: np.ndarray) -> np.ndarray:
         index = np.zeros(len(known), dtype=np.int64)
@@ -80,9 +85,14 @@ class KnownEdges:
             if p >= self._parts:  # ids beyond the dataset (entities added after training): no known edges
                 continue
             rows = np.flatnonzero(bucket == p)
-            sorted_keys, other = self._maps(int(p))
-            start = np.searchsorted(sorted_keys, keys[rows], side="left")
-            stop = np.searchsorted(sorted_keys, keys[rows], side="right")
+            sorted_keys, starts, other = self._maps(int(p))
+            position = np.searchsorted(sorted_keys, keys[rows])
+            found = position < len(sorted_keys)
+            found[found] = sorted_keys[position[found]] == keys[rows[found]]
+            start = np.zeros(len(rows), dtype=np.int64)
+            stop = np.zeros(len(rows), dtype=np.int64)
+            start[found] = starts[position[found]]
+            stop[found] = starts[position[found] + 1]
             if lo is not None:
                 start = _search_runs(other, start, stop, lo)
             if hi is not None:
@@ -91,9 +101,9 @@ class KnownEdges:
             total = int(counts.sum())
             if total == 0:
                 continue
-            starts = np.repeat(start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+            first = np.repeat(start - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
             found_rows.append(np.repeat(rows, counts))
-            found_other.append(np.asarray(other[starts + np.arange(total)]))
+            found_other.append(np.asarray(other[first + np.arange(total)], dtype=np.int64))
         if not found_rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         all_rows, all_other = np.concatenate(found_rows), np.concatenate(found_other)
@@ -157,10 +167,37 @@ def build_known_edges(dataset: Dataset, directory: Path, source: str) -> None:
                         known, other = (lhs_global, rhs_global) if predict == "rhs" else (rhs_global, lhs_global)
                         keys.append(known * num_relations + rel)
                         others.append(other)
-                key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-                other = np.concatenate(others) if others else np.zeros(0, np.int64)
-                order = np.lexsort((other, key))
-                np.save(temp / predict / f"part_{p}.keys.npy", key[order])
-                np.save(temp / predict / f"part_{p}.other.npy", other[order])
+                key, other = _distinct_pairs(np.concatenate(keys) if keys else np.zeros(0, np.int64),
+                                             np.concatenate(others) if others else np.zeros(0, np.int64))
+                first = np.flatnonzero(np.diff(key, prepend=-1)) if len(key) else np.zeros(0, np.int64)
+                starts = np.append(first, len(key))
+                np.save(temp / predict / f"part_{p}.keys.npy", _narrow(key[first]))
+                np.save(temp / predict / f"part_{p}.starts.npy", _narrow(starts))
+                np.save(temp / predict / f"part_{p}.other.npy", _narrow(other))
         (temp / "meta.json").write_text(json.dumps({"format_version": KNOWN_FORMAT_VERSION, "source": source,
                                                     "partitions": dataset.num_partitions}))
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """int32 where every value fits (ids and offsets below 2^31), int64 otherwise."""
+    if len(values) == 0 or int(values.max()) < 2**31:
+        return values.astype(np.int32)
+    return values
+
+
+def _distinct_pairs(key: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (key, other) pairs sorted by key then other (a multi-edge is one pair).
+
+    Both fit one int64 (key * (max other + 1) + other) in every graph below 2^63 / ids: one sort of
+    that, several times faster than a lexsort of the two; the lexsort otherwise."""
+    if len(key) == 0:
+        return key, other
+    span = int(other.max()) + 1
+    if int(key.max()) < (2**63 - 1) // span:
+        combined = np.unique(key * span + other)  # sorted
+        return combined // span, combined % span
+    order = np.lexsort((other, key))
+    key, other = key[order], other[order]
+    keep = np.ones(len(key), dtype=bool)
+    keep[1:] = (np.diff(key) != 0) | (np.diff(other) != 0)
+    return key[keep], other[keep]
