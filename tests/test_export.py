@@ -246,6 +246,41 @@ def test_approximate_index_recall(tmp_path: Path, clustered_model: EmbeddingMode
         assert recall >= 0.9, (kind, recall)
 
 
+@pytest.mark.parametrize("which", ["model", "clustered_model"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf-sq8"])
+def test_presized_ivf_equals_faiss_add(tmp_path: Path, request: pytest.FixtureRequest, which: str,
+                                       kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The IVF lists reserved at their final size and filled by add_core, read 37 rows at a time
+    (2 partitions: blocks that start inside a partition and at the second one), hold what faiss's
+    own add of all vectors puts there, list by list."""
+    import faiss
+
+    source: EmbeddingModel = request.getfixturevalue(which)
+    monkeypatch.setattr("shardgraph.embeddings.index.READ_ROWS", 37)
+    spec = source.entity_spec(None)
+    whole = torch.cat([block for _, block in source.blocks(spec)])
+    sliced = list(source.blocks(spec, rows=37))
+    assert [offset for offset, _ in sliced] == np.cumsum([0] + [len(block) for _, block in sliced])[:-1].tolist()
+    assert torch.equal(torch.cat([block for _, block in sliced]), whole)
+    assert all(len(block) <= 37 for _, block in sliced)
+    result = build_index(source, tmp_path / kind, kind=kind, metric="cos", target_recall=0.5)
+    built = NeighborIndex.load(tmp_path / kind).index
+    _, vectors = all_vectors(source)
+    reference = faiss.clone_index(built)
+    reference.reset()  # the same trained quantizer and encoder, empty lists
+    reference.add(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    assert built.ntotal == reference.ntotal == len(vectors)
+    mine, theirs = built.invlists, reference.invlists
+    sizes = [mine.list_size(i) for i in range(built.nlist)]
+    assert sizes == [theirs.list_size(i) for i in range(built.nlist)]
+    assert result["largest_list"] == max(sizes) and sum(sizes) == len(vectors)
+    for i in range(built.nlist):
+        n, code_size = sizes[i], mine.code_size
+        assert np.array_equal(faiss.rev_swig_ptr(mine.get_ids(i), n), faiss.rev_swig_ptr(theirs.get_ids(i), n))
+        assert np.array_equal(faiss.rev_swig_ptr(mine.get_codes(i), n * code_size),
+                              faiss.rev_swig_ptr(theirs.get_codes(i), n * code_size))
+
+
 # ----------------------------------------------------------------------------- fold-in
 
 

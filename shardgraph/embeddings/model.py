@@ -34,6 +34,8 @@ from shardgraph.registry import did_you_mean
 from shardgraph.storage.run import ADDED, TrainedRun
 
 SCORE_BLOCK = 1 << 23
+READ_ROWS = 1 << 18
+"""Rows read at once where a pass over a whole type needs no more (exact neighbours, index builds)."""
 SUGGEST_POOL = 2000  # ids compared by difflib for a suggestion
 METRICS = ("cos", "dot", "l2")
 
@@ -199,15 +201,26 @@ class EmbeddingModel:
             out[torch.from_numpy(rows)] = self.run.effective(spec.name, vectors)
         return out
 
-    def blocks(self, spec: EntityTypeSpec) -> Iterator[tuple[int, Tensor]]:
-        """(first global id, effective vectors) blocks of all entities of a type, trained then added."""
+    def blocks(self, spec: EntityTypeSpec, rows: int | None = None) -> Iterator[tuple[int, Tensor]]:
+        """(first global id, effective vectors) blocks of all entities of a type, trained then added:
+        a partition a block, or with `rows`, at most that many rows a block (read from the partition's
+        file a slice at a time: a 1.2M-row partition is 600 MB as float32, several copies of it more)."""
         offset = 0
         for partition, count in enumerate(spec.partition_counts):
-            vectors = self.run.embeddings(spec.name, partition) if count else torch.zeros(0, spec.dim)
-            yield offset, vectors
+            if not count:
+                yield offset, torch.zeros(0, spec.dim)
+            elif rows is None:
+                yield offset, self.run.embeddings(spec.name, partition)
+            else:
+                for start in range(0, count, rows):
+                    stop = min(count, start + rows)
+                    yield offset + start, self.run.embeddings(spec.name, partition, rows=slice(start, stop))
             offset += count
         if spec.name in self.added:
-            yield offset, self.run.effective(spec.name, self.added[spec.name][1])
+            added = self.run.effective(spec.name, self.added[spec.name][1])
+            step = rows or max(1, len(added))
+            for start in range(0, len(added), step):
+                yield offset + start, added[start : start + step]
 
     # ------------------------------------------------------------------ queries
     def vectors(self, ids: Sequence[str], entity_type: str | None = None) -> np.ndarray:
@@ -339,7 +352,7 @@ class EmbeddingModel:
             query = torch.nn.functional.normalize(query, dim=1)
         best_scores = torch.full((n, k), float("-inf"))
         best_ids = torch.full((n, k), -1, dtype=torch.long)
-        for offset, vectors in self.blocks(spec):
+        for offset, vectors in self.blocks(spec, rows=READ_ROWS):
             if metric == "cos":
                 vectors = torch.nn.functional.normalize(vectors, dim=1)
             block = max(1, SCORE_BLOCK // max(1, n))
