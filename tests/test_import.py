@@ -194,6 +194,43 @@ def test_training_buckets_are_shuffled_at_import(tmp_path: Path, kinship: dict[s
     assert plain.edges == import_edges([edges], tmp_path / "c", test=[test], partitions=2, progress=False).edges
 
 
+def test_bucket_buffer_size_does_not_change_the_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows wait in memory before they reach their bucket files. Written after every block (and shuffled on
+    disk) or held to the end (and shuffled in memory), the dataset is the same, byte for byte, and each
+    edge keeps its own weight."""
+    import shardgraph.data.importer as importer
+
+    n = 150_000  # ~3.5 MB of text: several 1 MiB blocks
+    lines = [f"e{i % 5000}\tr{i % 7}\te{(i // 5000 + 37 * (i % 5000)) % 5000}\t{i}" for i in range(n)]  # distinct
+    edges = write_lines(tmp_path / "w.tsv", lines)
+    test = write_lines(tmp_path / "t.tsv", lines[:300])
+    config = load_config(None, ["data.block_mb=1"])
+    datasets = []
+    for name, buffer_bytes in (("held", 1 << 40), ("written", 1)):
+        monkeypatch.setattr(importer, "BUCKET_BUFFER_BYTES", buffer_bytes)
+        import_edges([edges], tmp_path / name, test=[test], config=config, columns="lhs,rel,rhs,weight",
+                     partitions=3, progress=False)
+        datasets.append(Dataset(tmp_path / name))
+    held, written = datasets
+    assert held.manifest["splits"] == written.manifest["splits"]
+    weight_of = {tuple(line.split("\t")[:3]): float(line.split("\t")[3]) for line in lines}
+    names = {p: held.entity_names("entity", p) for p in range(3)}
+    seen = 0
+    for b in held.buckets("train"):
+        rows = np.asarray(held.bucket_edges("train", b.lhs, b.rhs))
+        weights = held.bucket_attribute("train", b.lhs, b.rhs, "weight")
+        assert np.array_equal(rows, np.asarray(written.bucket_edges("train", b.lhs, b.rhs)))
+        assert np.array_equal(weights, written.bucket_attribute("train", b.lhs, b.rhs, "weight"))
+        assert np.mean(np.diff(weights) > 0) < 0.6  # shuffled: the file's order would make it 1
+        for (lhs, rel, rhs), weight in zip(rows[:200], weights[:200], strict=False):
+            key = (names[b.lhs][lhs], held.relations[rel].name, names[b.rhs][rhs])
+            assert weight_of[key] == weight
+        seen += len(rows)
+    assert seen == n
+    held.verify()
+    written.verify()
+
+
 @pytest.mark.parametrize("memory_rows", [100_000, 2_000], ids=["in memory", "scatter-gather"])
 def test_shuffle_rows_is_a_uniform_permutation_carrying_attributes(tmp_path: Path, memory_rows: int) -> None:
     """Both paths of shuffle_rows on a sorted input: each row kept once with its attribute, the new
@@ -452,3 +489,29 @@ def test_a_bucket_naming_an_entity_the_dataset_lacks_is_refused(tmp_path: Path, 
             dataset.bucket_path(info)
     else:
         assert dataset.bucket_path(info).exists()
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread() -> None:
+    """The import reads the next blocks in a thread: same items in the same order, an error of the reader
+    raised after the items before it, and a consumer that stops early leaves no thread behind."""
+    import threading
+
+    from shardgraph.utils.prefetch import read_ahead
+
+    def items(fail_at: int | None = None):  # type: ignore[no-untyped-def]
+        for i in range(50):
+            if i == fail_at:
+                raise InputError("is bad", path="x.tsv", line=i + 1)
+            yield i
+
+    assert list(read_ahead(items(), depth=3)) == list(range(50))
+    got = []
+    with pytest.raises(InputError, match=r"x\.tsv, line 21"):
+        for item in read_ahead(items(fail_at=20)):
+            got.append(item)
+    assert got == list(range(20))
+    before = threading.active_count()
+    stream = read_ahead(items(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert threading.active_count() == before

@@ -4,11 +4,13 @@ One pass over the files, block by block. Each new string id gets the next dense 
 its entity type; entity g of a type with P partitions lives in partition g % P at local
 id g // P (round robin: partitions are balanced to within one entity, and both are known
 the moment an id is first seen, so no second pass is needed). New ids are appended to
-the dictionary file of their partition as they appear; edges are appended to the .npy
-file of their bucket. Memory is bounded by the dictionaries (~40 bytes per entity) and
-the read block, never by the number of edges. At the end each training bucket is shuffled on
-disk (shardgraph.data.shuffle, bounded memory), so the order of the input file never reaches
-the optimiser.
+the dictionary file of their partition as they appear; edges wait in a buffer of
+BUCKET_BUFFER_BYTES and are then appended to the .npy file of their bucket. A thread reads the
+next blocks while one is mapped (the decoding runs outside the interpreter lock). Memory is
+bounded by the dictionaries (~40 bytes per entity), the buffer and three read blocks, never by
+the number of edges. At the end each training bucket is shuffled (shardgraph.data.shuffle: on
+disk in bounded memory; in memory, by the same permutation, for a bucket still wholly in the
+buffer), so the order of the input file never reaches the optimiser.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from shardgraph.data.dataset import (
 )
 from shardgraph.data.dictionary import StringIdTable
 from shardgraph.data.reader import EdgeBlock, EdgeFileReader
+from shardgraph.data.shuffle import DEFAULT_MEMORY_ROWS as SHUFFLE_MEMORY_ROWS
 from shardgraph.data.shuffle import shuffle_rows
 from shardgraph.data.sources import ObjectReader, config_for, is_edge_file
 from shardgraph.errors import ConfigError, InputError
@@ -48,6 +51,7 @@ from shardgraph.utils.atomic import atomic_directory
 from shardgraph.utils.lock import exclusive
 from shardgraph.utils.memory import peak_rss_mb
 from shardgraph.utils.npy import NpyAppender
+from shardgraph.utils.prefetch import read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ Reader = EdgeFileReader | ObjectReader
 DEFAULT_RELATION = "edge"  # name of the single relation of two-column files
 MAX_LOCAL_ID = np.iinfo(EDGE_DTYPE).max
 SHUFFLE_SEED = 0x5EED  # with the bucket's (i, j): the same input always gives the same dataset
+BUCKET_BUFFER_BYTES = 64 << 20  # edge rows held before they are written to their buckets
 
 
 @dataclass
@@ -212,53 +217,87 @@ class _Relations:
 
 
 class _Buckets:
-    """Appends edges to edges/<split>/bucket_<i>_<j>.npy."""
+    """Appends edges to edges/<split>/bucket_<i>_<j>.npy.
+
+    Rows wait in memory, per bucket, until `buffer_bytes` of them are pending in all; then every
+    pending bucket is written with one open of its file (appending each block of each bucket as
+    it came costs an open per bucket per block: 140k opens for 30M edges over 256 buckets). A
+    bucket still wholly in memory at close is shuffled there, by the very permutation that
+    shuffle_rows would apply on disk, and written once."""
 
     def __init__(self, root: Path, split: str, partitions: int, attributes: Sequence[str]) -> None:
         self.root, self.split, self.partitions = root, split, partitions
         self.attributes = list(attributes)
+        self.buffer_bytes = BUCKET_BUFFER_BYTES
         self.writers: dict[tuple[int, int], NpyAppender] = {}
         self.attribute_writers: dict[tuple[int, int, str], NpyAppender] = {}
+        self.pending: dict[tuple[int, int], list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+        self.pending_bytes = 0
+        self.flushed: set[tuple[int, int]] = set()  # buckets with rows on disk
 
     def append(self, lhs_part: np.ndarray, rhs_part: np.ndarray, rows: np.ndarray,
                attributes: dict[str, np.ndarray]) -> None:
         """Append rows (and their attribute values, aligned row for row) to their buckets."""
         if self.partitions == 1:
-            self._write(0, 0, rows, attributes)
-            return
-        key = lhs_part * self.partitions + rhs_part
-        order = np.argsort(key, kind="stable")
-        counts = np.bincount(key, minlength=self.partitions**2)
-        rows = rows[order]
-        attributes = {name: values[order] for name, values in attributes.items()}
-        start = 0
-        for bucket in np.flatnonzero(counts):
-            end = start + int(counts[bucket])
-            self._write(*divmod(int(bucket), self.partitions), rows[start:end],
-                        {name: values[start:end] for name, values in attributes.items()})
-            start = end
+            self._add(0, 0, rows, attributes)
+        else:
+            key = lhs_part * self.partitions + rhs_part
+            if self.partitions**2 <= 1 << 16:
+                key = key.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort
+            order = np.argsort(key, kind="stable")
+            counts = np.bincount(key, minlength=self.partitions**2)
+            rows = rows[order]
+            attributes = {name: values[order] for name, values in attributes.items()}
+            start = 0
+            for bucket in np.flatnonzero(counts):
+                end = start + int(counts[bucket])
+                self._add(*divmod(int(bucket), self.partitions), rows[start:end],
+                          {name: values[start:end] for name, values in attributes.items()})
+                start = end
+        if self.pending_bytes > self.buffer_bytes:
+            self.flush()
 
-    def _write(self, i: int, j: int, rows: np.ndarray, attributes: dict[str, np.ndarray]) -> None:
-        writer = self.writers.get((i, j))
-        if writer is None:
-            writer = self.writers[(i, j)] = NpyAppender(self.root / bucket_file(self.split, i, j), EDGE_DTYPE, 3)
+    def _add(self, i: int, j: int, rows: np.ndarray, attributes: dict[str, np.ndarray]) -> None:
+        if (i, j) not in self.writers:
+            self.writers[(i, j)] = NpyAppender(self.root / bucket_file(self.split, i, j), EDGE_DTYPE, 3)
             for name in self.attributes:
                 self.attribute_writers[(i, j, name)] = NpyAppender(
                     self.root / attribute_file(self.split, i, j, name), np.float32, None)
-        writer.append(rows)
+        self.pending.setdefault((i, j), []).append((rows, attributes))
+        self.pending_bytes += rows.nbytes + sum(values.nbytes for values in attributes.values())
+
+    def flush(self) -> None:
+        """Write every pending row to its bucket's files."""
+        for (i, j), blocks in self.pending.items():
+            self._write(i, j, blocks)
+            self.flushed.add((i, j))
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def _write(self, i: int, j: int, blocks: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> None:
+        self.writers[(i, j)].extend([rows for rows, _ in blocks])
         for name in self.attributes:
-            self.attribute_writers[(i, j, name)].append(attributes[name])
+            self.attribute_writers[(i, j, name)].extend([attributes[name] for _, attributes in blocks])
 
     def close(self, shuffle: bool = False) -> list[dict[str, Any]]:
         """Finish every bucket file; with `shuffle`, permute each bucket's rows (and its attributes)
         by a permutation seeded by the bucket's position (shardgraph.data.shuffle)."""
         out = []
         for (i, j), writer in sorted(self.writers.items()):
-            durable = not shuffle  # a shuffled bucket is written again, durably, by shuffle_rows
+            blocks = self.pending.pop((i, j), [])
+            rows = sum(len(block) for block, _ in blocks)
+            in_memory = shuffle and (i, j) not in self.flushed and 1 < rows <= SHUFFLE_MEMORY_ROWS
+            if in_memory:
+                order = np.random.default_rng([SHUFFLE_SEED, i, j]).permutation(rows)
+                blocks = [(np.concatenate([block for block, _ in blocks])[order],
+                           {name: np.concatenate([a[name] for _, a in blocks])[order] for name in self.attributes})]
+            if blocks:
+                self._write(i, j, blocks)
+            durable = not shuffle or in_memory  # a shuffled bucket is written again, durably, by shuffle_rows
             checksum = writer.close(durable)
             attribute_checksums = {name: self.attribute_writers[(i, j, name)].close(durable)
                                    for name in self.attributes}
-            if shuffle and writer.rows > 1:
+            if shuffle and not in_memory and writer.rows > 1:
                 checksum, *shuffled = shuffle_rows(
                     [writer.path, *(self.attribute_writers[(i, j, name)].path for name in self.attributes)],
                     seed=(SHUFFLE_SEED, i, j))
@@ -382,7 +421,7 @@ def import_edges(
             kept_total = dropped_total = 0
             for reader in split_readers:
                 counted = 0  # of the reader's bytes, already on the bar
-                for block in reader:
+                for block in read_ahead(reader):  # the next blocks are read while this one is mapped
                     rel_ids = relations.ids_for(block, reader)
                     relations.check_types(block, rel_ids, reader)
                     kept, n_dropped = _import_block(block, rel_ids, relations, types, type_list, insert,
