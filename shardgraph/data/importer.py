@@ -531,8 +531,8 @@ def _import_block(
     partitions = np.array([t.partitions for t in type_list], dtype=np.int64)
     side_types = {"lhs": rel_lhs[rel_ids], "rhs": rel_rhs[rel_ids]}
     ids = {side: np.empty(len(block), dtype=np.int64) for side in side_types}
-    present = np.unique(rel_lhs) if len(rel_lhs) and (rel_lhs == rel_lhs[0]).all() and (rel_rhs == rel_lhs[0]).all() \
-        else np.unique(np.concatenate(list(side_types.values())))
+    in_block = np.flatnonzero(np.bincount(rel_ids, minlength=len(rel_lhs)))  # a count, not a sort of the rows
+    present = np.unique(np.concatenate([rel_lhs[in_block], rel_rhs[in_block]]))
     for t in present:
         entity_type = type_list[int(t)]
         # one lookup per type over both columns, in line order (lhs before rhs within a line), so

@@ -49,6 +49,8 @@ class NpyAppender:
         for rows in blocks:
             if rows.shape[1:] != self._shape()[1:]:
                 raise ValueError(f"expected rows of shape {self._shape()[1:]}, got shape {rows.shape}")
+        if len(blocks) > 1:  # one write of one buffer: many small writes cost more than the copy
+            blocks = [np.concatenate(blocks)]
         with open(self.path, "ab") as f:
             for rows in blocks:
                 data = rows.data  # the array's own bytes, no copy
