@@ -29,6 +29,7 @@ import numpy as np
 
 from shardgraph.data.dataset import LHS, REL, RHS, SPLITS, Dataset
 from shardgraph.data.derived import is_current, source_key
+from shardgraph.utils.arrays import unique_sorted
 from shardgraph.utils.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def _distinct_pairs(key: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.
         return key, other
     span = int(other.max()) + 1
     if int(key.max()) < (2**63 - 1) // span:
-        combined = np.unique(key * span + other)  # sorted
+        combined = unique_sorted(key * span + other)
         return combined // span, combined % span
     order = np.lexsort((other, key))
     key, other = key[order], other[order]

@@ -29,6 +29,7 @@ from shardgraph.storage.run import ADDED
 from shardgraph.training.optim import rowwise_adagrad_
 from shardgraph.training.step import BatchStep, Table
 from shardgraph.training.worker import iter_batches
+from shardgraph.utils.arrays import unique_sorted
 from shardgraph.utils.atomic import atomic_directory
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class _Compact:
         spec = model.model.entity_types[entity_type]
         total = model.count(entity_type)
         sample = rng.choice(total, size=min(total, negatives), replace=False) if total else np.zeros(0, np.int64)
-        self.known_ids = np.unique(np.concatenate([known, sample]).astype(np.int64))
+        self.known_ids = unique_sorted(np.concatenate([known, sample]).astype(np.int64))
         self.known_count = len(self.known_ids)
         vectors = model.gather(spec, self.known_ids)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))

@@ -27,6 +27,7 @@ from shardgraph.errors import ShardgraphError
 from shardgraph.eval.ranking import RankCounts, count_block, metrics_from_counts
 from shardgraph.model.model import Direction, EntityTypeSpec
 from shardgraph.storage.run import TrainedRun
+from shardgraph.utils.arrays import unique_sorted
 from shardgraph.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class Evaluator:
         block = max(1, SCORE_BLOCK // batch)
         for start in range(0, n, batch):
             rows = np.arange(start, min(n, start + batch))
-            sample = np.unique(self.rng.integers(0, spec.count, self.negatives))
+            sample = unique_sorted(self.rng.integers(0, spec.count, self.negatives))
             true_rows, true_cols = np.nonzero(true_ids[rows, None] == sample[None, :])
             excluded_rows, excluded_cols = [true_rows], [true_cols]
             pairs = known(rows, 0, spec.count) if known is not None else None

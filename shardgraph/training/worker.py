@@ -42,6 +42,7 @@ from shardgraph.errors import TrainingError
 from shardgraph.model.model import Model
 from shardgraph.storage.buffer import PartitionKey, SharedTables
 from shardgraph.training.step import BatchStep, Corrections, Table, fusable
+from shardgraph.utils.arrays import unique_sorted
 from shardgraph.utils.atomic import raise_if_interrupted
 from shardgraph.utils.npy import NpyReader
 from shardgraph.utils.process import die_with_parent
@@ -271,7 +272,7 @@ def bucket_self_loops(context: TrainingContext, edges_file: NpyReader, path: str
             block = edges_file.read(begin, begin + step)
             loops = block[block[:, 0] == block[:, 2]]
             keys.append(loops[:, 0].astype(np.int64) * relations + loops[:, 1])
-        found = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+        found = unique_sorted(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
         context.self_loops[path] = torch.from_numpy(found).to(context.device)
     return context.self_loops[path]
 
