@@ -307,6 +307,9 @@ def test_fold_in_of_a_copy_lands_near_the_original(tmp_path: Path, model: Embedd
     out = write_new_entities(model, new, tmp_path / "with_new")
     extended = load(out["run"])
     assert extended.count() == model.count() + 1
+    fresh = load(out["run"])  # count() from the manifest and the added ids, not by building the id index
+    assert fresh.count() == len(names) + 1 and not fresh._indexes
+    assert len(fresh.index()) == fresh.count()
     nearest = [p.id for p in extended.neighbors("NEW", k=3)]
     assert names[original] in nearest, nearest
     # the new entity is usable by score and predict like any other
