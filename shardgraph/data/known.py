@@ -11,7 +11,7 @@ nor querying it needs the edge list in memory:
     DATASET/known/<predict>/part_<p>.other.npy   the other end's distinct global ids, sorted per key
 
 a CSR per partition of the known end, each array in the narrowest integer type that holds it
-(int32 below 2^31): at 308M edges, 3.5 GB for both directions, against 9.8 GB for a sorted
+(int32 below 2^31): at 308M edges, 2.9 GB for both directions, against 9.8 GB for a sorted
 (key, id) pair of int64 per edge (format 1).
 
 `predict` is "rhs" (known end = lhs, files per lhs bucket index) or "lhs" (known end = rhs).
