@@ -7,6 +7,7 @@ import shutil
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -81,3 +82,24 @@ def shm_segments_held(names: set[str]) -> set[str]:
     held = {name for name in names if (Path("/dev/shm") / name).exists()}
     pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
     return held | (shm_segments_of(pids) & names)
+
+
+class RecordingBar:
+    """A stand-in for tqdm that records what a progress bar was told: its total, the sum of its updates
+    and its stage texts (monkeypatch a module's `tqdm` with it; `RecordingBar.made` lists the bars)."""
+
+    made: ClassVar[list[RecordingBar]] = []
+
+    def __init__(self, total: float | None = None, **_: object) -> None:
+        self.total, self.n = total, 0.0
+        self.stages: list[str] = []
+        RecordingBar.made.append(self)
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.stages.append(text)
+
+    def close(self) -> None:
+        pass

@@ -319,6 +319,20 @@ def test_fold_in_of_a_copy_lands_near_the_original(tmp_path: Path, model: Embedd
     np.testing.assert_allclose(np.load(tmp_path / "new.npy"), extended.vectors(["NEW"]), atol=1e-6)
 
 
+@pytest.mark.parametrize("kind, passes", [("ivf-sq8", 3), ("hnsw", 2), ("flat", 1)])
+def test_index_progress_bar_counts_every_pass(tmp_path: Path, model: EmbeddingModel, monkeypatch: pytest.MonkeyPatch,
+                                             kind: str, passes: int) -> None:
+    """The index build's bar counts vectors over every pass (IVF: assign, add; the tuning's exact search),
+    so its ETA covers the whole build."""
+    from tests.conftest import RecordingBar
+
+    RecordingBar.made.clear()
+    monkeypatch.setattr("shardgraph.embeddings.index.tqdm", RecordingBar)
+    build_index(model, tmp_path / kind, kind=kind, target_recall=0.5)
+    (bar,) = RecordingBar.made
+    assert bar.total == bar.n == passes * model.count()
+
+
 # ----------------------------------------------------------------------------- bad queries
 
 

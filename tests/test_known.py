@@ -104,6 +104,21 @@ def test_building_reads_one_partition_at_a_time(tmp_path: Path, umls: dict[str, 
     assert len(sizes) == 8 and sum(sizes) == 2 * total and max(sizes) < total / 2
 
 
+def test_the_build_has_a_progress_bar_over_every_edge_of_both_directions(
+        tmp_path: Path, umls: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import RecordingBar
+
+    import_edges([umls["train"]], tmp_path / "ds", valid=[umls["valid"]], test=[umls["test"]], partitions=3,
+                 progress=False)
+    dataset = Dataset(tmp_path / "ds")
+    RecordingBar.made.clear()
+    monkeypatch.setattr(known_module, "tqdm", RecordingBar)
+    load_known_edges(dataset, "lhs")
+    (bar,) = RecordingBar.made
+    edges = sum(dataset.edge_count(split) for split in ("train", "valid", "test"))
+    assert bar.total == bar.n == 2 * edges
+
+
 def test_files_are_int32_csr_and_int64_reads_the_same(tmp_path: Path, umls: dict[str, Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import_edges([umls["train"]], tmp_path / "ds", valid=[umls["valid"]], test=[umls["test"]], partitions=2,

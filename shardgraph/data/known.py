@@ -26,6 +26,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from shardgraph.data.dataset import LHS, REL, RHS, SPLITS, Dataset
 from shardgraph.data.derived import is_current, source_key
@@ -140,7 +141,7 @@ def load_known_edges(dataset: Dataset, predict: str) -> KnownEdges:
     return KnownEdges(dataset, predict, directory)
 
 
-def build_known_edges(dataset: Dataset, directory: Path, source: str) -> None:
+def build_known_edges(dataset: Dataset, directory: Path, source: str, progress: bool = True) -> None:
     """Write the sorted key files of both directions, one partition of the known end at a time."""
     types = dataset.entity_types
     relations = dataset.relations
@@ -152,6 +153,9 @@ def build_known_edges(dataset: Dataset, directory: Path, source: str) -> None:
                                                            else 0] for r in relations], dtype=np.int64)
 
     log.info("indexing the known edges of %s for filtered ranking", dataset.path)
+    total = sum(info.edges for split in SPLITS for info in dataset.buckets(split))
+    bar = tqdm(total=total * len(DIRECTIONS), unit=" edges", unit_scale=True, desc="index known edges",
+               disable=None if progress else True, mininterval=1)
     with atomic_directory(directory, overwrite=True) as temp:
         for predict in DIRECTIONS:
             (temp / predict).mkdir()
@@ -168,6 +172,7 @@ def build_known_edges(dataset: Dataset, directory: Path, source: str) -> None:
                         known, other = (lhs_global, rhs_global) if predict == "rhs" else (rhs_global, lhs_global)
                         keys.append(known * num_relations + rel)
                         others.append(other)
+                        bar.update(len(edges))
                 key, other = _distinct_pairs(np.concatenate(keys) if keys else np.zeros(0, np.int64),
                                              np.concatenate(others) if others else np.zeros(0, np.int64))
                 first = np.flatnonzero(np.diff(key, prepend=-1)) if len(key) else np.zeros(0, np.int64)
@@ -177,6 +182,7 @@ def build_known_edges(dataset: Dataset, directory: Path, source: str) -> None:
                 np.save(temp / predict / f"part_{p}.other.npy", _narrow(other))
         (temp / "meta.json").write_text(json.dumps({"format_version": KNOWN_FORMAT_VERSION, "source": source,
                                                     "partitions": dataset.num_partitions}))
+    bar.close()
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:

@@ -87,6 +87,7 @@ def _setup_index(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-recall", type=float, default=0.95,
                    help="recall@10 against exact search the search setting (efSearch, nprobe) is tuned to reach")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
     add_json(p)
 
 
@@ -97,7 +98,8 @@ def _index(args: argparse.Namespace) -> int:
     from shardgraph.embeddings.model import load
 
     result = build_index(load(args.run), args.out, kind=args.kind, metric=args.metric, entity_type=args.entity_type,
-                         overwrite=args.overwrite, target_recall=args.target_recall)
+                         overwrite=args.overwrite, target_recall=args.target_recall,
+                         progress=not (args.no_progress or args.json))
     setting = {"hnsw": f", efSearch {result.get('ef_search')}", "ivf": f", nprobe {result.get('nprobe')}",
                "ivf-sq8": f", nprobe {result.get('nprobe')}"}
     emit(args, result, f"{args.kind} index of {result['count']:,} {result['entity_type']} embeddings ({args.metric}) "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from shardgraph.embeddings.model import READ_ROWS
 from shardgraph.errors import QueryError, ShardgraphError
@@ -105,13 +106,15 @@ MAX_NLIST = 4096
 
 def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str = "cos",
                 entity_type: str | None = None, overwrite: bool = False, target_recall: float = 0.95,
-                recall_queries: int = 1000, seed: int = 0) -> dict[str, Any]:
+                recall_queries: int = 1000, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Build and save an index whose search setting (HNSW efSearch, IVF nprobe) is the cheapest
     that reaches `target_recall` of recall@10 against exact search, measured on `recall_queries`
     entities drawn at random.
 
     Vectors are read and added READ_ROWS at a time: memory is the index itself plus a few copies of
     that many vectors, never a float32 copy of the whole table (19M x 128 dimensions: 9.7 GB).
+    The progress bar counts vectors over every pass (IVF: assign, add; then the exact search of
+    the tuning), so its ETA covers the whole build.
     """
     faiss = _faiss()
     if kind not in KINDS:
@@ -146,12 +149,17 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
     else:
         index = faiss.IndexHNSWFlat(dim, 32, faiss_metric)
         index.hnsw.efConstruction = 100
+    passes = (2 if kind.startswith("ivf") else 1) + (kind != "flat")
+    bar = tqdm(total=n * passes, unit=" vectors", unit_scale=True, disable=None if progress else True,
+               desc=f"index {kind}", mininterval=1)
     if kind.startswith("ivf"):
-        meta["largest_list"] = _add_presized(faiss, index, model, spec, metric)
+        meta["largest_list"] = _add_presized(faiss, index, model, spec, metric, bar)
     else:
+        bar.set_postfix_str("add", refresh=False)
         for _, block in model.blocks(spec, rows=READ_ROWS):  # global id order: faiss numbers the vectors as they come
             if len(block):
                 index.add(_prepare(block.numpy(), metric))
+            bar.update(len(block))
     meta["build_s"] = round(time.perf_counter() - started, 3)
     if kind == "flat":
         meta["recall@10"] = 1.0
@@ -163,11 +171,14 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
         sample_ids = np.sort(rng.choice(n, size=min(recall_queries, n), replace=False))
         queries = _prepare(_sample_vectors(model, spec, sample_ids), metric)
         # exact search as `neighbors` does it without an index (k + 1: the query itself is dropped)
-        _, truth = model.exact_neighbors(torch.from_numpy(queries), spec, 11, metric)
+        bar.set_postfix_str("exact search for the tuning", refresh=False)
+        _, truth = model.exact_neighbors(torch.from_numpy(queries), spec, 11, metric, on_block=bar.update)
+        bar.set_postfix_str("tuning", refresh=True)
         setting, meta["recall@10"], meta["tuning"] = _tune(index, kind, queries, sample_ids, truth, target_recall)
         meta["ef_search" if kind == "hnsw" else "nprobe"] = setting
         meta["target_recall"] = target_recall
         meta["tune_s"] = round(time.perf_counter() - started, 3)
+    bar.close()
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as temp:  # an old index stays whole until the new one is
         faiss.write_index(index, str(temp / "index.faiss"))
@@ -176,7 +187,7 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
     return {**meta, "path": str(out)}
 
 
-def _add_presized(faiss: Any, index: Any, model: Any, spec: Any, metric: str) -> int:
+def _add_presized(faiss: Any, index: Any, model: Any, spec: Any, metric: str, bar: Any = None) -> int:
     """Add every vector of the type to an IVF index, each inverted list allocated once at its final
     size; returns the longest list's length.
 
@@ -187,21 +198,29 @@ def _add_presized(faiss: Any, index: Any, model: Any, spec: Any, metric: str) ->
     """
     n = model.count(spec.name)
     assign = np.empty(n, dtype=np.int64)  # add_core takes faiss's idx_t
+    if bar is not None:
+        bar.set_postfix_str("assign to lists", refresh=False)
     for offset, block in model.blocks(spec, rows=READ_ROWS):
         if len(block):
             _, nearest = index.quantizer.search(_prepare(block.numpy(), metric), 1)
             assign[offset:offset + len(block)] = nearest[:, 0]
+        if bar is not None:
+            bar.update(len(block))
     counts = np.bincount(assign, minlength=index.nlist)
     lists = faiss.downcast_InvertedLists(index.invlists)
     for list_no in np.flatnonzero(counts).tolist():
         # std::vector keeps its capacity when it shrinks: sized to the count, then emptied
         lists.resize(list_no, int(counts[list_no]))
         lists.resize(list_no, 0)
+    if bar is not None:
+        bar.set_postfix_str("add", refresh=False)
     for offset, block in model.blocks(spec, rows=READ_ROWS):  # global id order: faiss numbers the vectors as they come
         if len(block):
             vectors = _prepare(block.numpy(), metric)
             index.add_core(len(vectors), faiss.swig_ptr(vectors), None,
                            faiss.swig_ptr(assign[offset:offset + len(block)]))
+        if bar is not None:
+            bar.update(len(block))
     if index.ntotal != n:
         raise ShardgraphError(f"the index holds {index.ntotal} vectors after adding {n}")
     return int(counts.max()) if n else 0

@@ -15,7 +15,7 @@ so predictions work on tables larger than memory.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,8 +347,10 @@ class EmbeddingModel:
                             zip(names.name_of(chosen), values.tolist(), strict=True)])
         return results[0] if single else results
 
-    def exact_neighbors(self, query: Tensor, spec: EntityTypeSpec, k: int,
-                         metric: str) -> tuple[np.ndarray, np.ndarray]:
+    def exact_neighbors(self, query: Tensor, spec: EntityTypeSpec, k: int, metric: str,
+                        on_block: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top k (scores, global ids) of each query among all vectors of the type, read
+        READ_ROWS at a time; `on_block(rows)` after each block (a progress bar's update)."""
         n = query.shape[0]
         if metric == "cos":
             query = torch.nn.functional.normalize(query, dim=1)
@@ -365,6 +367,8 @@ class EmbeddingModel:
                 else:
                     scores = query @ chunk.t()
                 best_scores, best_ids = merge_top_k(best_scores, best_ids, scores, offset + start, k)
+            if on_block is not None:
+                on_block(vectors.shape[0])
         if metric == "l2":
             best_scores = -best_scores  # report distances for l2
         return best_scores.numpy(), best_ids.numpy()
