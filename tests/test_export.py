@@ -333,6 +333,31 @@ def test_index_progress_bar_counts_every_pass(tmp_path: Path, model: EmbeddingMo
     assert bar.total == bar.n == passes * model.count()
 
 
+@pytest.mark.parametrize("widths", [[7, 3, 50, 1, 20], [200, 200]])
+def test_merge_top_k_over_blocks_is_the_top_k_of_the_whole(widths: list[int]) -> None:
+    """Exact search keeps a running top k over blocks of columns (some narrower than k, some scores -inf):
+    the same scores, and ids that hold those scores, as numpy's sort of the whole score matrix."""
+    from shardgraph.embeddings.model import merge_top_k
+
+    rng = np.random.default_rng(len(widths))
+    whole = rng.standard_normal((30, sum(widths))).astype(np.float32)
+    whole[rng.random(whole.shape) < 0.1] = -np.inf
+    k = 10
+    best_scores, best_ids = torch.full((30, k), float("-inf")), torch.full((30, k), -1, dtype=torch.long)
+    start = 0
+    for width in widths:
+        best_scores, best_ids = merge_top_k(best_scores, best_ids, torch.from_numpy(whole[:, start:start + width]),
+                                            start, k)
+        start += width
+    expected = -np.sort(-whole, axis=1)[:, :k]
+    np.testing.assert_array_equal(best_scores.numpy(), expected)
+    found = best_ids.numpy()
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.take_along_axis(whole, np.where(finite, found, 0), axis=1)[finite],
+                                  expected[finite])
+    assert all(len(set(row[ok].tolist())) == ok.sum() for row, ok in zip(found, finite, strict=True))
+
+
 # ----------------------------------------------------------------------------- bad queries
 
 
