@@ -90,8 +90,8 @@ class RecordingBar:
 
     made: ClassVar[list[RecordingBar]] = []
 
-    def __init__(self, total: float | None = None, **_: object) -> None:
-        self.total, self.n = total, 0.0
+    def __init__(self, total: float | None = None, disable: bool | None = None, **_: object) -> None:
+        self.total, self.n, self.disable = total, 0.0, disable
         self.stages: list[str] = []
         RecordingBar.made.append(self)
 

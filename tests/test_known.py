@@ -117,6 +117,19 @@ def test_the_build_has_a_progress_bar_over_every_edge_of_both_directions(
     (bar,) = RecordingBar.made
     edges = sum(dataset.edge_count(split) for split in ("train", "valid", "test"))
     assert bar.total == bar.n == 2 * edges
+    assert bar.disable is None  # tqdm's own choice: shown on a terminal
+    # `eval --json` evaluates without progress: the build it triggers shows no bar either
+    import shutil
+
+    from shardgraph.eval.evaluate import Evaluator
+
+    shutil.rmtree(known_directory(dataset))
+    RecordingBar.made.clear()
+    evaluator = Evaluator.__new__(Evaluator)
+    evaluator.run, evaluator.progress, evaluator._known = type("Run", (), {"dataset": dataset})(), False, {}
+    evaluator._known_index("rhs")
+    (bar,) = RecordingBar.made
+    assert bar.disable is True and bar.n == 2 * edges
 
 
 def test_files_are_int32_csr_and_int64_reads_the_same(tmp_path: Path, umls: dict[str, Path],

@@ -132,12 +132,13 @@ def known_directory(dataset: Dataset) -> Path:
     return dataset.path / "known"
 
 
-def load_known_edges(dataset: Dataset, predict: str) -> KnownEdges:
-    """The index of one direction, built on first use (or when the dataset changed)."""
+def load_known_edges(dataset: Dataset, predict: str, progress: bool = True) -> KnownEdges:
+    """The index of one direction, built on first use (or when the dataset changed; with `progress`,
+    a progress bar on a terminal while it is built)."""
     directory = known_directory(dataset)
     source = source_key(dataset, SPLITS)
     if not is_current(directory, source, KNOWN_FORMAT_VERSION):
-        build_known_edges(dataset, directory, source)
+        build_known_edges(dataset, directory, source, progress=progress)
     return KnownEdges(dataset, predict, directory)
 
 

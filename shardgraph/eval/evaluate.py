@@ -72,7 +72,7 @@ class Evaluator:
     # ------------------------------------------------------------------ set-up
     def _known_index(self, predict: str) -> KnownEdges:
         if predict not in self._known:
-            self._known[predict] = load_known_edges(self.run.dataset, predict)
+            self._known[predict] = load_known_edges(self.run.dataset, predict, progress=self.progress)
         return self._known[predict]
 
     def _groups(self, edges: np.ndarray, predict: str) -> list[_Group]:
