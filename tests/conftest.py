@@ -103,3 +103,9 @@ class RecordingBar:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> RecordingBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

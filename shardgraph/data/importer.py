@@ -44,7 +44,7 @@ from shardgraph.data.dataset import (
 from shardgraph.data.dictionary import StringIdTable
 from shardgraph.data.reader import EdgeBlock, EdgeFileReader
 from shardgraph.data.shuffle import DEFAULT_MEMORY_ROWS as SHUFFLE_MEMORY_ROWS
-from shardgraph.data.shuffle import shuffle_rows
+from shardgraph.data.shuffle import in_memory_order, shuffle_rows
 from shardgraph.data.sources import ObjectReader, config_for, is_edge_file
 from shardgraph.errors import ConfigError, InputError
 from shardgraph.utils.atomic import atomic_directory
@@ -219,7 +219,7 @@ class _Relations:
 class _Buckets:
     """Appends edges to edges/<split>/bucket_<i>_<j>.npy.
 
-    Rows wait in memory, per bucket, until `buffer_bytes` of them are pending in all; then every
+    Rows wait in memory, per bucket, until BUCKET_BUFFER_BYTES of them are pending in all; then every
     pending bucket is written with one open of its file (appending each block of each bucket as
     it came costs an open per bucket per block: 140k opens for 30M edges over 256 buckets). A
     bucket still wholly in memory at close is shuffled there, by the very permutation that
@@ -228,12 +228,10 @@ class _Buckets:
     def __init__(self, root: Path, split: str, partitions: int, attributes: Sequence[str]) -> None:
         self.root, self.split, self.partitions = root, split, partitions
         self.attributes = list(attributes)
-        self.buffer_bytes = BUCKET_BUFFER_BYTES
         self.writers: dict[tuple[int, int], NpyAppender] = {}
         self.attribute_writers: dict[tuple[int, int, str], NpyAppender] = {}
         self.pending: dict[tuple[int, int], list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
         self.pending_bytes = 0
-        self.flushed: set[tuple[int, int]] = set()  # buckets with rows on disk
 
     def append(self, lhs_part: np.ndarray, rhs_part: np.ndarray, rows: np.ndarray,
                attributes: dict[str, np.ndarray]) -> None:
@@ -254,7 +252,7 @@ class _Buckets:
                 self._add(*divmod(int(bucket), self.partitions), rows[start:end],
                           {name: values[start:end] for name, values in attributes.items()})
                 start = end
-        if self.pending_bytes > self.buffer_bytes:
+        if self.pending_bytes > BUCKET_BUFFER_BYTES:
             self.flush()
 
     def _add(self, i: int, j: int, rows: np.ndarray, attributes: dict[str, np.ndarray]) -> None:
@@ -270,14 +268,14 @@ class _Buckets:
         """Write every pending row to its bucket's files."""
         for (i, j), blocks in self.pending.items():
             self._write(i, j, blocks)
-            self.flushed.add((i, j))
         self.pending.clear()
         self.pending_bytes = 0
 
     def _write(self, i: int, j: int, blocks: list[tuple[np.ndarray, dict[str, np.ndarray]]]) -> None:
-        self.writers[(i, j)].extend([rows for rows, _ in blocks])
+        """One write per file of a bucket's pending blocks (many small writes cost more than the copy)."""
+        self.writers[(i, j)].append(_joined([rows for rows, _ in blocks]))
         for name in self.attributes:
-            self.attribute_writers[(i, j, name)].extend([attributes[name] for _, attributes in blocks])
+            self.attribute_writers[(i, j, name)].append(_joined([attributes[name] for _, attributes in blocks]))
 
     def close(self, shuffle: bool = False) -> list[dict[str, Any]]:
         """Finish every bucket file; with `shuffle`, permute each bucket's rows (and its attributes)
@@ -286,11 +284,11 @@ class _Buckets:
         for (i, j), writer in sorted(self.writers.items()):
             blocks = self.pending.pop((i, j), [])
             rows = sum(len(block) for block, _ in blocks)
-            in_memory = shuffle and (i, j) not in self.flushed and 1 < rows <= SHUFFLE_MEMORY_ROWS
+            in_memory = shuffle and writer.rows == 0 and 1 < rows <= SHUFFLE_MEMORY_ROWS  # none on disk yet
             if in_memory:
-                order = np.random.default_rng([SHUFFLE_SEED, i, j]).permutation(rows)
-                blocks = [(np.concatenate([block for block, _ in blocks])[order],
-                           {name: np.concatenate([a[name] for _, a in blocks])[order] for name in self.attributes})]
+                order = in_memory_order(rows, (SHUFFLE_SEED, i, j))
+                blocks = [(_joined([block for block, _ in blocks])[order],
+                           {name: _joined([a[name] for _, a in blocks])[order] for name in self.attributes})]
             if blocks:
                 self._write(i, j, blocks)
             durable = not shuffle or in_memory  # a shuffled bucket is written again, durably, by shuffle_rows
@@ -311,6 +309,10 @@ class _Buckets:
                 }
             out.append(entry)
         return out
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _apply_partitions(config: Config, partitions: int | None) -> Config:

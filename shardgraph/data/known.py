@@ -155,9 +155,9 @@ def build_known_edges(dataset: Dataset, directory: Path, source: str, progress: 
 
     log.info("indexing the known edges of %s for filtered ranking", dataset.path)
     total = sum(info.edges for split in SPLITS for info in dataset.buckets(split))
-    bar = tqdm(total=total * len(DIRECTIONS), unit=" edges", unit_scale=True, desc="index known edges",
-               disable=None if progress else True, mininterval=1)
-    with atomic_directory(directory, overwrite=True) as temp:
+    with tqdm(total=total * len(DIRECTIONS), unit=" edges", unit_scale=True, desc="index known edges",
+              disable=None if progress else True, mininterval=1) as bar, \
+            atomic_directory(directory, overwrite=True) as temp:
         for predict in DIRECTIONS:
             (temp / predict).mkdir()
             for p in range(dataset.num_partitions):
@@ -183,7 +183,6 @@ def build_known_edges(dataset: Dataset, directory: Path, source: str, progress: 
                 np.save(temp / predict / f"part_{p}.other.npy", _narrow(other))
         (temp / "meta.json").write_text(json.dumps({"format_version": KNOWN_FORMAT_VERSION, "source": source,
                                                     "partitions": dataset.num_partitions}))
-    bar.close()
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:

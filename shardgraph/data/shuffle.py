@@ -32,6 +32,12 @@ def _appender_like(path: Path, source: NpyReader) -> NpyAppender:
     return NpyAppender(path, source.dtype, source.shape[1] if len(source.shape) == 2 else None)
 
 
+def in_memory_order(rows: int, seed: Sequence[int]) -> np.ndarray:
+    """The permutation shuffle_rows applies to files of at most `memory_rows` rows: rows already in
+    memory, permuted by it, give the same bytes without a pass through the files."""
+    return np.random.default_rng(list(seed)).permutation(rows)
+
+
 def shuffle_rows(paths: Sequence[Path], seed: Sequence[int], memory_rows: int = DEFAULT_MEMORY_ROWS) -> list[str]:
     """Permute the rows of the aligned .npy files `paths` (the bucket first, then its attribute
     files) by one seeded random permutation, replacing each file by rename. Returns each file's new
@@ -40,15 +46,14 @@ def shuffle_rows(paths: Sequence[Path], seed: Sequence[int], memory_rows: int = 
     rows = arrays[0].rows
     if any(a.rows != rows for a in arrays):
         raise ValueError(f"{', '.join(map(str, paths))}: files to shuffle together differ in row count")
-    rng = np.random.default_rng(list(seed))
     temps = [path.with_name(path.name + ".shuffled") for path in paths]
     outs = [_appender_like(temp, a) for temp, a in zip(temps, arrays, strict=True)]
     if rows <= memory_rows:
-        order = rng.permutation(rows)
+        order = in_memory_order(rows, seed)
         for out, array in zip(outs, arrays, strict=True):
             out.append(array.read(0, rows)[order])
     else:
-        _scatter_gather(arrays, outs, rng, memory_rows)
+        _scatter_gather(arrays, outs, np.random.default_rng(list(seed)), memory_rows)
     checksums = [out.close() for out in outs]
     for temp, path in zip(temps, paths, strict=True):
         os.replace(temp, path)

@@ -187,7 +187,7 @@ def build_index(model: Any, out: str | Path, *, kind: str = "hnsw", metric: str 
     return {**meta, "path": str(out)}
 
 
-def _add_presized(faiss: Any, index: Any, model: Any, spec: Any, metric: str, bar: Any = None) -> int:
+def _add_presized(faiss: Any, index: Any, model: Any, spec: Any, metric: str, bar: Any) -> int:
     """Add every vector of the type to an IVF index, each inverted list allocated once at its final
     size; returns the longest list's length.
 
@@ -198,29 +198,25 @@ def _add_presized(faiss: Any, index: Any, model: Any, spec: Any, metric: str, ba
     """
     n = model.count(spec.name)
     assign = np.empty(n, dtype=np.int64)  # add_core takes faiss's idx_t
-    if bar is not None:
-        bar.set_postfix_str("assign to lists", refresh=False)
+    bar.set_postfix_str("assign to lists", refresh=False)
     for offset, block in model.blocks(spec, rows=READ_ROWS):
         if len(block):
             _, nearest = index.quantizer.search(_prepare(block.numpy(), metric), 1)
             assign[offset:offset + len(block)] = nearest[:, 0]
-        if bar is not None:
-            bar.update(len(block))
+        bar.update(len(block))
     counts = np.bincount(assign, minlength=index.nlist)
     lists = faiss.downcast_InvertedLists(index.invlists)
     for list_no in np.flatnonzero(counts).tolist():
         # std::vector keeps its capacity when it shrinks: sized to the count, then emptied
         lists.resize(list_no, int(counts[list_no]))
         lists.resize(list_no, 0)
-    if bar is not None:
-        bar.set_postfix_str("add", refresh=False)
+    bar.set_postfix_str("add", refresh=False)
     for offset, block in model.blocks(spec, rows=READ_ROWS):  # global id order: faiss numbers the vectors as they come
         if len(block):
             vectors = _prepare(block.numpy(), metric)
             index.add_core(len(vectors), faiss.swig_ptr(vectors), None,
                            faiss.swig_ptr(assign[offset:offset + len(block)]))
-        if bar is not None:
-            bar.update(len(block))
+        bar.update(len(block))
     if index.ntotal != n:
         raise ShardgraphError(f"the index holds {index.ntotal} vectors after adding {n}")
     return int(counts.max()) if n else 0

@@ -4,7 +4,6 @@ so edges can be streamed to disk and later memory-mapped with np.load(mmap_mode=
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +40,14 @@ class NpyAppender:
             f.write(npy_header(self.dtype, self._shape()))
 
     def append(self, rows: np.ndarray) -> None:
-        self.extend([rows])
-
-    def extend(self, blocks: Sequence[np.ndarray]) -> None:
-        """Append several blocks of rows, in order, with one open of the file."""
-        blocks = [np.ascontiguousarray(rows, dtype=self.dtype) for rows in blocks]
-        for rows in blocks:
-            if rows.shape[1:] != self._shape()[1:]:
-                raise ValueError(f"expected rows of shape {self._shape()[1:]}, got shape {rows.shape}")
-        if len(blocks) > 1:  # one write of one buffer: many small writes cost more than the copy
-            blocks = [np.concatenate(blocks)]
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self._shape()[1:]:
+            raise ValueError(f"expected rows of shape {self._shape()[1:]}, got shape {rows.shape}")
+        data = rows.data  # the array's own bytes, no copy
         with open(self.path, "ab") as f:
-            for rows in blocks:
-                data = rows.data  # the array's own bytes, no copy
-                f.write(data)
-                self._hash.update(data)
-                self.rows += rows.shape[0]
+            f.write(data)
+        self._hash.update(data)
+        self.rows += rows.shape[0]
 
     def close(self, durable: bool = True) -> str:
         """Write the final header (and with `durable`, flush the file to disk); return the payload
