@@ -402,3 +402,29 @@ def test_the_corpus_holds_the_window_pairs_of_the_walks_in_the_right_buckets(tmp
             got[(name(lhs_type, info.lhs, lhs), name(rhs_type, info.rhs, rhs))] += 1
     assert got == expected
     assert corpus.num_partitions == 2 and len(corpus.buckets("train")) > 1
+
+
+def test_the_one_table_corpus_holds_the_window_pairs_of_every_block(tmp_path: Path) -> None:
+    """One entity type in one partition: the compiled walker writes each block's rows into one reused
+    buffer, so the bucket writer must not keep the buffer itself while it holds rows back."""
+    from shardgraph.walks.corpus import build_walk_corpus, make_walker
+
+    require_built("shardgraph._walks", walk_kernels() is not None)
+    edges, _ = planted_communities(tmp_path, communities=2, size=30)
+    import_edges([edges], tmp_path / "g", progress=False)
+    dataset = Dataset(tmp_path / "g")
+    config = load_config(None, ["walks.method=deepwalk", "walks.walks_per_node=3", "walks.walk_length=12",
+                                "walks.window=3", "walks.shrink_window=false", "walks.sample=0",
+                                "walks.block_walks=16"])
+    corpus = build_walk_corpus(config, dataset, tmp_path / "corpus", progress=False)
+    expected: collections.Counter[tuple[int, int]] = collections.Counter()
+    blocks = 0
+    for block in make_walker(config, dataset).blocks(3):
+        blocks += 1
+        for walk, length in zip(block.walks.tolist(), block.lengths.tolist(), strict=True):
+            for i in range(length):
+                for j in range(i + 1, min(length, i + 4)):
+                    expected[(walk[i], walk[j])] += 1
+    assert blocks > 5
+    got = collections.Counter(map(tuple, np.asarray(corpus.bucket_edges("train", 0, 0))[:, [0, 2]].tolist()))
+    assert got == expected

@@ -235,9 +235,10 @@ class _Buckets:
 
     def append(self, lhs_part: np.ndarray, rhs_part: np.ndarray, rows: np.ndarray,
                attributes: dict[str, np.ndarray]) -> None:
-        """Append rows (and their attribute values, aligned row for row) to their buckets."""
-        if self.partitions == 1:
-            self._add(0, 0, rows, attributes)
+        """Append rows (and their attribute values, aligned row for row) to their buckets. The rows are
+        copied: the caller may reuse its arrays (the walk corpus refills one buffer per block)."""
+        if self.partitions == 1:  # held back until a flush: a copy, not the caller's array
+            self._add(0, 0, rows.copy(), {name: values.copy() for name, values in attributes.items()})
         else:
             key = lhs_part * self.partitions + rhs_part
             if self.partitions**2 <= 1 << 16:
