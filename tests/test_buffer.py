@@ -177,3 +177,25 @@ def test_partitions_swapped_out_between_checkpoints_leave_one_file_each(tmp_path
     assert 8 < watch.most <= 3 * 8  # two kept checkpoints + one working copy
     assert len(list((tmp_path / "run" / "checkpoint").rglob("*.emb.npy"))) <= 2 * 8
     evaluate(run.path, split="test")  # the files the last checkpoint names are all there
+
+
+SHARED_ZEROS_PROBE = """
+import sys, torch
+from shardgraph.storage.buffer import shared_zeros
+def rss(key):
+    return int(next(line for line in open("/proc/self/status") if line.startswith(key)).split()[1]) * 1024
+dirty = torch.full((1 << 20,), 7.0)  # freed below: an allocation that reuses it holds sevens
+del dirty
+before = rss("VmRSS:")
+table = shared_zeros((1 << 20, 64), torch.float32)  # 256 MiB
+assert table.is_shared() and bool((table == 0).all()) and table.shape == (1 << 20, 64)
+print((rss("VmHWM:") - before) / table.nbytes)
+"""
+
+
+def test_shared_tables_are_written_once_not_copied_from_a_private_table() -> None:
+    """torch.zeros(...).share_memory_() holds a private table and its shared copy at once: twice
+    the tables at the start of every training run."""
+    out = subprocess.run([sys.executable, "-c", SHARED_ZEROS_PROBE], capture_output=True, text=True, cwd=REPO,
+                         check=True)
+    assert float(out.stdout) < 1.3, out.stdout  # the shared table itself, not two of it

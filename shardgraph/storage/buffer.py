@@ -60,6 +60,15 @@ def init_partition(model: Model, entity_type: str, partition: int, out: Tensor, 
         rows.copy_(torch.randn(rows.shape, generator=generator).mul_(model.config.model.init_scale))
 
 
+def shared_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """Zeros in shared memory, written there only. torch.zeros(...).share_memory_() fills a private
+    tensor and copies it: both are resident at once (twice the tables at the start of training).
+    An empty tensor's pages are not touched yet, so copying it reads the kernel's zero page."""
+    tensor = torch.empty(shape, dtype=dtype)
+    tensor.share_memory_()
+    return tensor.zero_()  # the copy holds whatever the allocator reused where it was not fresh
+
+
 def slot_count(partitions: int, buffer_partitions: int) -> int:
     """Slots of a type: 1 for an unpartitioned type, else the buffer size (0 = all partitions)."""
     if partitions == 1:
@@ -92,9 +101,8 @@ class PartitionBuffer:
         for name, spec in model.entity_types.items():
             count = slot_count(spec.partitions, slots if slots < spec.partitions else 0)
             capacity = max(spec.partition_counts) if spec.partition_counts else 0
-            table_slots[name] = [torch.zeros(capacity, spec.dim, dtype=self.storage_dtype).share_memory_()
-                                 for _ in range(count)]
-            state_slots[name] = [torch.zeros(capacity).share_memory_() for _ in range(count)]
+            table_slots[name] = [shared_zeros((capacity, spec.dim), self.storage_dtype) for _ in range(count)]
+            state_slots[name] = [shared_zeros((capacity,), torch.float32) for _ in range(count)]
             self.free[name] = list(range(count))[::-1]
         relations = model.init_relation_params()
         biases = {name: torch.zeros(spec.dim) for name, spec in model.entity_types.items()}
