@@ -299,7 +299,7 @@ class Trainer:
             try:
                 if self.threaded:
                     # the compiled step runs without the interpreter lock: worker threads, no processes
-                    restore_torch = configure_torch(1)
+                    restore_torch = configure_torch(1, keep_memory=False)
                     pool = ThreadPool(self.workers, config, self.dataset, buffer.shared)
                     how = f"{self.workers} worker thread(s)"
                 elif self.workers > 1:

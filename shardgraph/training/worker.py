@@ -95,17 +95,21 @@ class TaskResult:
     seconds: float
 
 
-def configure_torch(threads: int) -> Callable[[], None]:
+def configure_torch(threads: int, keep_memory: bool = True) -> Callable[[], None]:
     """Threads per process; flush denormals (tiny gradients of freshly initialised embeddings
-    otherwise hit the CPU's slow path for subnormal floats); and keep freed memory in the
-    allocator, since every batch allocates the same large score matrices again. Returns what puts
+    otherwise hit the CPU's slow path for subnormal floats); and with `keep_memory` keep freed
+    memory in the allocator, since every batch of the torch step allocates the same large score
+    matrices again (the fused step allocates no such matrices: it returns them). Returns what puts
     the thread count and the denormal mode back as they were: training in the caller's own
     process must not leave its arithmetic flushing subnormals to zero afterwards."""
     threads_before = torch.get_num_threads()
     flushing_before = bool((torch.tensor(1e-38) * torch.tensor(1e-3)).item() == 0.0)
     torch.set_num_threads(max(1, threads))
     torch.set_flush_denormal(True)
-    keep_freed_memory()
+    if keep_memory:
+        keep_freed_memory()
+    else:
+        return_freed_memory()
 
     def restore() -> None:
         torch.set_num_threads(threads_before)
@@ -131,10 +135,13 @@ def keep_freed_memory() -> None:
 def return_freed_memory() -> None:
     """glibc: serve allocations above 1 MiB by mmap, so that the temporaries of partition I/O
     and checkpoints go back to the system when freed (for a process that does not train: the
-    coordinator of the workers). glibc's default raises that threshold after the first large
-    free, after which they stay resident in the heap for the rest of the run."""
-    m_mmap_threshold = -3
+    coordinator of the workers, worker threads of the fused step). glibc's default raises that
+    threshold after the first large free, after which they stay resident in the heap for the rest
+    of the run. Undoes keep_freed_memory."""
+    m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
+    _mallopt(m_mmap_max, 65536)  # glibc's default
     _mallopt(m_mmap_threshold, 1 << 20)
+    _mallopt(m_trim_threshold, 1 << 20)
 
 
 class TrainingContext:
