@@ -2,6 +2,7 @@
 
     python -m bench.walks_bench [--settings blogcatalog-deepwalk ppi-deepwalk powerlaw-1m-p0.25-q4]
                                 [--skip-peer] [--workers 2] [--repeats 10]
+                                [--storage-dtypes float32 bfloat16]
 
 Both tools walk the same graph with the same walks (walks per node, walk length, p, q) and window,
 d = 128, and their embeddings are scored by the same code (`shardgraph.walks.classify`: the node2vec
@@ -15,6 +16,8 @@ checkpoint; the import is listed apart as import_s), the peer's walks + word2vec
 loading is listed apart as load_s). walk_seconds / train_seconds split it. peak_mem_mb = peak summed
 PSS of the process tree. powerlaw-1m-*: the peers' generated power-law graph, 1M nodes / 10M edges,
 walks cut to --powerlaw-walks walks of length --powerlaw-length for both tools; no labels.
+--storage-dtypes: shardgraph's embedding tables in float32 (as the peer's) and/or bfloat16 (half
+the memory; the fused step widens rows to float32 and rounds its writes stochastically).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def walks_of(setting: str, args: argparse.Namespace) -> tuple[int, int]:
 
 
 def run_shardgraph(setting: str, edges: Path, columns: str, labels: Path | None, p: float, q: float,
-                   workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+                   workdir: Path, args: argparse.Namespace, storage_dtype: str) -> dict[str, Any]:
     from shardgraph.walks.classify import evaluate_nodes
 
     dataset, run_dir = workdir / f"sg_data_{setting}", workdir / f"sg_run_{setting}"
@@ -72,7 +75,8 @@ def run_shardgraph(setting: str, edges: Path, columns: str, labels: Path | None,
                             str(dataset), "--out", str(run_dir), "--json", "-p", f"walks.p={p}",
                             "-p", f"walks.q={q}",
                             "-p", f"walks.walks_per_node={walks}", "-p", f"walks.walk_length={length}",
-                            "-p", f"training.workers={args.workers}", *extra])
+                            "-p", f"training.workers={args.workers}",
+                            "-p", f"storage.storage_dtype={storage_dtype}", *extra])
     result = last_json(trained["stdout"])
     stats = json.loads((run_dir / "walks" / "manifest.json").read_text())["walk_stats"]
     record: dict[str, Any] = {
@@ -149,6 +153,8 @@ def main() -> None:
     ap.add_argument("--powerlaw-walks", type=int, default=1)
     ap.add_argument("--powerlaw-length", type=int, default=20)
     ap.add_argument("--peer-time-limit", type=float, default=0, help="abort the peer's walks after S seconds")
+    ap.add_argument("--storage-dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                    help="shardgraph's table dtype (storage.storage_dtype): a line for each")
     ap.add_argument("-p", "--param", action="append", default=[], help="extra shardgraph config override")
     args = ap.parse_args()
     workdir = Path(args.workdir)
@@ -164,8 +170,9 @@ def main() -> None:
         walks, length = walks_of(setting, args)
         base = {"bench": "walks", "setting": setting, "p": p, "q": q, "walks_per_node": walks, "walk_length": length,
                 "window": 10, "dim": 128}
-        if not args.skip_shardgraph:
-            emit(base | {"tool": "shardgraph"} | run_shardgraph(setting, edges, columns, labels, p, q, workdir, args))
+        for dtype in [] if args.skip_shardgraph else args.storage_dtypes:
+            emit(base | {"tool": "shardgraph", "storage_dtype": dtype}
+                 | run_shardgraph(setting, edges, columns, labels, p, q, workdir, args, dtype))
         if not args.skip_peer:
             emit(base | {"tool": "pecanpy+gensim"} | run_peer(setting, edges, columns, labels, p, q, workdir, args))
 
