@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 CSR_FORMAT_VERSION = 1
 WEIGHT_ATTRIBUTE = "weight"
 _CHUNK_ROWS = 1 << 18  # edges read from a bucket at a time: small sorts are as fast, and the temporaries stay small
-_SORT_ARCS = 1 << 20  # arcs sorted together when ordering the rows' neighbours (1M nodes / 10M edges: peak 772 -> 383 MiB)
+_SORT_ARCS = 1 << 20  # arcs sorted together when ordering rows (1M nodes / 10M edges: build peak 772 -> 383 MiB)
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,8 @@ from shardgraph.training.worker import (
     WorkerPool,
     bucket_partitions,
     configure_torch,
+    fused_training,
     return_freed_memory,
-    thread_workers,
     train_task,
 )
 from shardgraph.utils.atomic import atomic_write_text, raise_if_interrupted, terminate_as_interrupt
@@ -255,7 +255,8 @@ class Trainer:
             self.store = CheckpointStore(run_dir, tag=tag)
             self.manifest = self.store.manifest() if resume else None
         self.workers, self.threads = resolve_workers(config, self.scheduler.trainers_on_this_machine)
-        self.threaded = thread_workers(config, self.model, self.workers)
+        self.fused = fused_training(config, self.model)  # no score matrices: freed memory goes back
+        self.threaded = self.workers > 1 and self.fused
         self.memory_plan = plan_memory(config, self.model, self.slots, self.workers, self.threaded)
         check_memory(self.memory_plan, config, partitions)
         self.callbacks: list[Callback] = []
@@ -307,7 +308,7 @@ class Trainer:
                     pool = WorkerPool(self.workers, self.threads, config, str(self.dataset.path), buffer.shared)
                     how = f"{self.workers} worker processes x {self.threads} thread(s)"
                 else:
-                    restore_torch = configure_torch(self.threads)
+                    restore_torch = configure_torch(self.threads, keep_memory=not self.fused)
                     context = TrainingContext(config, self.dataset, buffer.shared, t.device)
                     how = f"1 worker x {self.threads} thread(s)"
                 log.info(f"training {self.model} on {self.dataset.path}: {train_edges:,} edges, "

@@ -500,8 +500,9 @@ class ThreadPool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def thread_workers(config: Config, model: Model, workers: int) -> bool:
-    """Whether the workers can be threads: several of them, and every batch takes the fused compiled step
-    (float32 or bfloat16 tables on the CPU, a model it computes, the kernel built)."""
-    return (workers > 1 and config.storage.storage_dtype in ("float32", "bfloat16")
+def fused_training(config: Config, model: Model) -> bool:
+    """Whether every batch takes the fused compiled step (float32 or bfloat16 tables on the CPU, a model
+    it computes, the kernel built)."""
+    return (config.storage.storage_dtype in ("float32", "bfloat16")
             and fusable(model, config.training, torch.device(config.training.device)))
+
