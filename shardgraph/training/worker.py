@@ -505,4 +505,3 @@ def fused_training(config: Config, model: Model) -> bool:
     it computes, the kernel built)."""
     return (config.storage.storage_dtype in ("float32", "bfloat16")
             and fusable(model, config.training, torch.device(config.training.device)))
-
