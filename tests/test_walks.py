@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import logging
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -371,6 +373,16 @@ def test_walks_command_writes_the_corpus_that_train_would(tmp_path: Path) -> Non
     assert trained.edges == corpus.edge_count("train")
 
 
+def forward_pairs(blocks: Iterable[Any], window: int) -> Iterator[tuple[int, int]]:
+    """(centre, context) node pairs of the walks, context up to `window` steps after the centre (no
+    shrunk window), counted naively."""
+    for block in blocks:
+        for walk, length in zip(block.walks.tolist(), block.lengths.tolist(), strict=True):
+            for i in range(length):
+                for j in range(i + 1, min(length, i + window + 1)):
+                    yield walk[i], walk[j]
+
+
 @pytest.mark.parametrize("sample", [0.0, 1.0])
 def test_the_corpus_holds_the_window_pairs_of_the_walks_in_the_right_buckets(tmp_path: Path, sample: float) -> None:
     """sample = 1: subsampling that keeps every node, so that the pairs come from walks spilled by the counting
@@ -383,12 +395,8 @@ def test_the_corpus_holds_the_window_pairs_of_the_walks_in_the_right_buckets(tmp
                                 "walks.shrink_window=false", f"walks.sample={sample}", "walks.block_walks=16"])
     corpus = build_walk_corpus(config, dataset, tmp_path / "corpus", progress=False)
     names = [(t, name) for t in dataset.entity_types for name in dataset.all_entity_names(t)]
-    expected: collections.Counter[tuple[tuple[str, str], tuple[str, str]]] = collections.Counter()
-    for block in make_walker(config, dataset).blocks(2):
-        for walk, length in zip(block.walks.tolist(), block.lengths.tolist(), strict=True):
-            for i in range(length):
-                for j in range(i + 1, min(length, i + 4)):
-                    expected[(names[walk[i]], names[walk[j]])] += 1
+    expected = collections.Counter((names[a], names[b])
+                                   for a, b in forward_pairs(make_walker(config, dataset).blocks(2), window=3))
     got: collections.Counter[tuple[tuple[str, str], tuple[str, str]]] = collections.Counter()
     relations = {i: (r.lhs, r.rhs) for i, r in enumerate(corpus.relations)}
 
@@ -417,14 +425,8 @@ def test_the_one_table_corpus_holds_the_window_pairs_of_every_block(tmp_path: Pa
                                 "walks.window=3", "walks.shrink_window=false", "walks.sample=0",
                                 "walks.block_walks=16"])
     corpus = build_walk_corpus(config, dataset, tmp_path / "corpus", progress=False)
-    expected: collections.Counter[tuple[int, int]] = collections.Counter()
-    blocks = 0
-    for block in make_walker(config, dataset).blocks(3):
-        blocks += 1
-        for walk, length in zip(block.walks.tolist(), block.lengths.tolist(), strict=True):
-            for i in range(length):
-                for j in range(i + 1, min(length, i + 4)):
-                    expected[(walk[i], walk[j])] += 1
-    assert blocks > 5
+    blocks = list(make_walker(config, dataset).blocks(3))
+    assert len(blocks) > 5
+    expected = collections.Counter(forward_pairs(blocks, window=3))
     got = collections.Counter(map(tuple, np.asarray(corpus.bucket_edges("train", 0, 0))[:, [0, 2]].tolist()))
     assert got == expected
